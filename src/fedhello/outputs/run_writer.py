@@ -1,0 +1,168 @@
+"""Run-directory writer: JSONL logs, ``metrics.csv`` and TensorBoard scalars."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+METRICS_JSONL = "metrics.jsonl"
+CLIENTS_JSONL = "clients.jsonl"
+ALLOCATIONS_JSONL = "allocations.jsonl"
+FISHER_JSONL = "fisher.jsonl"
+METRICS_CSV = "metrics.csv"
+TENSORBOARD_DIR = "tensorboard"
+
+METRICS_CSV_COLUMNS: tuple[str, ...] = (
+    "round",
+    "train_loss",
+    "eval_split",
+    "eval_accuracy",
+    "eval_macro_f1",
+    "eval_micro_f1",
+    "eval_loss",
+    "num_clients",
+    "clients",
+    "bytes_down",
+    "bytes_up",
+    "wall_time_s",
+)
+
+# TensorBoard tag -> key of the round record.
+_ROUND_SCALARS: dict[str, str] = {
+    "train/loss": "train_loss",
+    "comm/bytes_down": "bytes_down",
+    "comm/bytes_up": "bytes_up",
+    "time/round_s": "wall_time_s",
+}
+_EVAL_SCALARS: tuple[str, ...] = ("accuracy", "macro_f1", "micro_f1", "loss")
+
+
+def _json_default(obj: Any) -> Any:
+    """Serialise numpy/torch scalars and arrays, which the simulator may hand over."""
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+def read_jsonl(path: Path | str) -> list[dict]:
+    """Read a JSON-lines file into a list of dicts; ``[]`` if the file does not exist."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def metrics_csv_row(record: dict) -> dict[str, Any]:
+    """Flatten one round record into a ``metrics.csv`` row (``""`` for missing values)."""
+    ev = record.get("eval") or {}
+    clients = record.get("clients") or []
+    row = {
+        "round": record.get("round"),
+        "train_loss": record.get("train_loss"),
+        "eval_split": ev.get("split"),
+        "eval_accuracy": ev.get("accuracy"),
+        "eval_macro_f1": ev.get("macro_f1"),
+        "eval_micro_f1": ev.get("micro_f1"),
+        "eval_loss": ev.get("loss"),
+        "num_clients": len(clients),
+        "clients": " ".join(str(c) for c in clients),
+        "bytes_down": record.get("bytes_down"),
+        "bytes_up": record.get("bytes_up"),
+        "wall_time_s": record.get("wall_time_s"),
+    }
+    return {k: "" if v is None else v for k, v in row.items()}
+
+
+class RunWriter:
+    """Writes everything a run logs into ``out_dir``.
+
+    JSONL files are created on first write and truncated if they already exist, so a
+    run directory always describes a single run (and agrees with ``metrics.csv``).
+    """
+
+    def __init__(self, out_dir: Path | str, *, tensorboard: bool = True) -> None:
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.rounds: list[dict] = []
+        self._files: dict[str, IO[str]] = {}
+        self._tb = None
+        self._closed = False
+        if tensorboard:
+            # Imported lazily: pulling in torch's TensorBoard writer is slow.
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(log_dir=str(self.out_dir / TENSORBOARD_DIR))
+
+    def _append(self, name: str, record: dict) -> None:
+        if self._closed:
+            raise RuntimeError("RunWriter is closed")
+        f = self._files.get(name)
+        if f is None:
+            f = self._files[name] = (self.out_dir / name).open("w", encoding="utf-8")
+        f.write(json.dumps(record, default=_json_default) + "\n")
+        f.flush()
+
+    def log_round(self, record: dict) -> None:
+        """Log one round record to ``metrics.jsonl``, TensorBoard and memory."""
+        self._append(METRICS_JSONL, record)
+        self.rounds.append(record)
+        if self._tb is None:
+            return
+        step = int(record["round"])
+        for tag, key in _ROUND_SCALARS.items():
+            if record.get(key) is not None:
+                self._tb.add_scalar(tag, float(record[key]), step)
+        ev = record.get("eval") or {}
+        for key in _EVAL_SCALARS:
+            if ev.get(key) is not None:
+                self._tb.add_scalar(f"eval/{key}", float(ev[key]), step)
+        self._tb.flush()
+
+    def log_clients(self, records: list[dict]) -> None:
+        """Log per-client records of one round to ``clients.jsonl`` (one line each)."""
+        for record in records:
+            self._append(CLIENTS_JSONL, record)
+
+    def log_allocation(self, record: dict) -> None:
+        """Log one round's layer allocation to ``allocations.jsonl``."""
+        self._append(ALLOCATIONS_JSONL, record)
+
+    def log_fisher(self, record: dict) -> None:
+        """Log one Fisher refresh (scores, tiers, weights) to ``fisher.jsonl``."""
+        self._append(FISHER_JSONL, record)
+
+    def write_metrics_csv(self) -> Path:
+        """Write ``metrics.csv`` from the round records logged so far."""
+        path = self.out_dir / METRICS_CSV
+        with path.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=METRICS_CSV_COLUMNS)
+            writer.writeheader()
+            writer.writerows(metrics_csv_row(r) for r in self.rounds)
+        return path
+
+    def close(self) -> None:
+        """Write ``metrics.csv`` and close all files; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self.write_metrics_csv()
+        for f in self._files.values():
+            f.close()
+        self._files.clear()
+        if self._tb is not None:
+            self._tb.close()
+
+    def __enter__(self) -> RunWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

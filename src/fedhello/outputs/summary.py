@@ -1,0 +1,146 @@
+"""Markdown run summary and the result table shared with the terminal printout."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from pathlib import Path
+from typing import Any
+
+PLOT_FILES: tuple[tuple[str, str], ...] = (
+    ("learning_curves.png", "Learning curves"),
+    ("allocation_heatmap.png", "Layer allocation per round"),
+    ("layer_counts.png", "Training count per layer"),
+    ("fisher_scores.png", "Fisher scores"),
+    ("partition.png", "Data partition"),
+)
+
+
+def format_cell(value: Any) -> str:
+    """Format a table cell: ints as-is, floats with at most 4 decimals, ``None`` empty."""
+    if value is None:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return str(value)
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    value = float(value)
+    if value == 0:
+        return "0"
+    if not math.isfinite(value):
+        return str(value)
+    if abs(value) < 1e-3:
+        return f"{value:.3e}"
+    return f"{value:.4f}".rstrip("0").rstrip(".")
+
+
+def format_table(headers: list[str], rows: list[list]) -> str:
+    """Render a GitHub Markdown table; numeric columns are right-aligned."""
+    for row in rows:
+        if len(row) != len(headers):
+            raise ValueError(f"row has {len(row)} cells, expected {len(headers)}: {row!r}")
+
+    def cell(v: Any) -> str:
+        return format_cell(v).replace("|", "\\|").replace("\n", " ")
+
+    def numeric(col: int) -> bool:
+        vals = [r[col] for r in rows if r[col] is not None]
+        return bool(vals) and all(
+            isinstance(v, numbers.Real) and not isinstance(v, bool) for v in vals
+        )
+
+    align = ["---:" if numeric(i) else "---" for i in range(len(headers))]
+    lines = [
+        "| " + " | ".join(cell(h) for h in headers) + " |",
+        "| " + " | ".join(align) + " |",
+    ]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def format_bytes(num_bytes: float) -> str:
+    """Human-readable byte count in decimal units, e.g. ``12.35 MB``."""
+    units = ("B", "kB", "MB", "GB", "TB")
+    value, i = float(num_bytes), 0
+    while abs(value) >= 1000 and i < len(units) - 1:
+        value /= 1000
+        i += 1
+    return f"{value:.0f} B" if i == 0 else f"{value:.2f} {units[i]}"
+
+
+def best_eval(rounds: list[dict]) -> tuple[int, dict] | None:
+    """``(round, eval)`` with the highest eval accuracy; earliest round wins ties.
+
+    The final full-test-set eval (split ``"test"``) is reported separately, so it only
+    competes when no other split was evaluated.
+    """
+    evals = [
+        (r["round"], r["eval"])
+        for r in rounds
+        if r.get("eval") and r["eval"].get("accuracy") is not None
+    ]
+    periodic = [(rnd, ev) for rnd, ev in evals if ev.get("split") != "test"]
+    best: tuple[int, dict] | None = None
+    for rnd, ev in periodic or evals:
+        if best is None or ev["accuracy"] > best[1]["accuracy"]:
+            best = (rnd, ev)
+    return best
+
+
+def summary_table_rows(
+    rounds: list[dict], final_eval: dict | None
+) -> tuple[list[str], list[list]]:
+    """Headers and rows of the result table (metric, value); absent metrics are omitted."""
+    rows: list[list] = []
+    best = best_eval(rounds)
+    if best is not None:
+        rnd, ev = best
+        rows.append([f"best eval accuracy ({ev.get('split', 'eval')})", ev["accuracy"]])
+        rows.append(["best eval round", rnd])
+    if final_eval:
+        split = final_eval.get("split", "test")
+        for key, label in (("accuracy", "accuracy"), ("macro_f1", "macro-F1"), ("micro_f1", "micro-F1")):
+            if final_eval.get(key) is not None:
+                rows.append([f"final {split} {label}", final_eval[key]])
+    if rounds:
+        for key, label in (("bytes_down", "total bytes down"), ("bytes_up", "total bytes up")):
+            total = sum(r.get(key) or 0 for r in rounds)
+            rows.append([label, f"{format_bytes(total)} ({int(total):,} B)"])
+        rows.append(["total wall time (s)", sum(r.get("wall_time_s") or 0.0 for r in rounds)])
+    return ["metric", "value"], rows
+
+
+def _learning_curve_table(rounds: list[dict]) -> str:
+    rows = [
+        [r["round"], r.get("train_loss"), r["eval"].get("accuracy")]
+        for r in rounds
+        if r.get("eval")
+    ]
+    if not rows:
+        return "_No evaluated rounds._"
+    return format_table(["round", "train loss", "eval accuracy"], rows)
+
+
+def write_summary(
+    path: Path | str,
+    *,
+    title: str,
+    config_lines: list[str],
+    final_eval: dict | None,
+    rounds: list[dict],
+    extra_sections: dict[str, str] | None = None,
+) -> Path:
+    """Write the Markdown run summary to ``path`` and return it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    headers, rows = summary_table_rows(rounds, final_eval)
+    parts = [f"# {title}", "## Setup", "\n".join(f"- {line}" for line in config_lines) or "_none_"]
+    parts += ["## Result", format_table(headers, rows) if rows else "_No results._"]
+    parts += ["## Learning curve", _learning_curve_table(rounds)]
+    for heading, body in (extra_sections or {}).items():
+        parts += [f"## {heading}", body.strip()]
+    plots = [(name, label) for name, label in PLOT_FILES if (path.parent / name).exists()]
+    if plots:
+        parts += ["## Plots", "\n\n".join(f"![{label}]({name})" for name, label in plots)]
+    path.write_text("\n\n".join(parts) + "\n", encoding="utf-8")
+    return path
