@@ -61,6 +61,13 @@ def _datasets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_reference(args: argparse.Namespace) -> int:
+    from fedhello.config import config_reference
+
+    print(config_reference())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fedhello", description="Federated LoRA fine-tuning with heterogeneous layer allocation.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -76,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("presets", help="list the shipped presets").set_defaults(handler=_presets)
     commands.add_parser("strategies", help="list allocation strategies and their parameters").set_defaults(handler=_strategies)
     commands.add_parser("datasets", help="list datasets and offline models").set_defaults(handler=_datasets)
+    commands.add_parser("config", help="print the config reference (Markdown)").set_defaults(handler=_config_reference)
     return parser
 
 

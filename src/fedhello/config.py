@@ -8,8 +8,11 @@ command-line overrides are applied on top, in that order. Every problem becomes 
 from __future__ import annotations
 
 import importlib.resources
+import json
+import re
 from pathlib import Path
-from typing import Any, Literal
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -24,8 +27,8 @@ class _Section(BaseModel):
 
 
 class ModelConfig(_Section):
-    name: str = Field("minilm-l6", description="offline alias (see `fedhello models`) or a Hugging Face hub id")
-    task: Literal["sequence_classification"] = "sequence_classification"
+    name: str = Field("minilm-l6", description="offline alias (see `fedhello datasets`), a local folder, or a Hugging Face hub id")
+    task: Literal["sequence_classification"] = Field("sequence_classification", description="model head family")
     max_length: int = Field(64, ge=8, le=8192, description="tokens per example (truncation and padding)")
     train_pooler: bool = Field(
         True,
@@ -35,28 +38,29 @@ class ModelConfig(_Section):
 
 
 class LoraConfig(_Section):
-    rank: int = Field(8, ge=1, le=1024)
-    alpha: float = Field(16.0, gt=0)
-    dropout: float = Field(0.0, ge=0, lt=1)
+    rank: int = Field(8, ge=1, le=1024, description="LoRA rank r")
+    alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator (scale = alpha / r)")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the LoRA input")
     target_modules: Literal["auto"] | list[str] = Field("auto", description="module names, or auto-detected per architecture")
 
 
 class DataConfig(_Section):
     dataset: str = Field("20newsgroups", description="registered dataset name (see `fedhello datasets`)")
     max_train_samples: int | None = Field(None, ge=1, description="cap on training samples (seeded subsample)")
+    max_test_samples: int | None = Field(None, ge=1, description="cap on test samples (seeded subsample; for quick checks)")
 
 
 class PartitionConfig(_Section):
-    scheme: Literal["iid", "pathological", "dirichlet"] = "pathological"
+    scheme: Literal["iid", "pathological", "dirichlet"] = Field("pathological", description="how training data is split among clients")
     classes_per_client: int = Field(4, ge=1, description="pathological: classes per client")
     min_per_client: int = Field(10, ge=0, description="pathological: samples per client and class before the Dirichlet(1) split")
     alpha: float = Field(0.5, gt=0, description="dirichlet: label-skew concentration")
 
 
 class FederationConfig(_Section):
-    num_clients: int = Field(20, ge=1)
-    clients_per_round: int = Field(5, ge=1)
-    rounds: int = Field(30, ge=1)
+    num_clients: int = Field(20, ge=1, description="K, clients holding data")
+    clients_per_round: int = Field(5, ge=1, description="m, clients sampled per round")
+    rounds: int = Field(20, ge=1, description="communication rounds")
 
     @model_validator(mode="after")
     def _sample_fits(self) -> FederationConfig:
@@ -68,12 +72,12 @@ class FederationConfig(_Section):
 
 
 class TrainingConfig(_Section):
-    lr: float = Field(3e-3, gt=0, le=10)
-    weight_decay: float = Field(0.0, ge=0)
-    batch_size: int = Field(16, ge=1)
-    local_epochs: int = Field(1, ge=1)
+    lr: float = Field(3e-3, gt=0, le=10, description="AdamW learning rate (fresh optimiser every round)")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    batch_size: int = Field(16, ge=1, description="local mini-batch size")
+    local_epochs: int = Field(1, ge=1, description="passes over the client's data per round")
     max_local_steps: int | None = Field(5, ge=1, description="stop local training after this many steps (null: whole epochs)")
-    max_grad_norm: float | None = Field(None, gt=0)
+    max_grad_norm: float | None = Field(None, gt=0, description="clip the gradient norm (null: no clipping)")
     head: Literal["aggregate", "frozen", "local"] = Field(
         "aggregate",
         description="aggregate: FedAvg the head over all participants; frozen: never train it; "
@@ -133,22 +137,22 @@ class FisherConfig(_Section):
 
 
 class EvaluationConfig(_Section):
-    every: int = Field(3, ge=1, description="evaluate every N rounds (and after the last)")
-    subset_size: int | None = Field(1000, ge=1, description="fixed test subset used during training (null: whole test set)")
-    batch_size: int = Field(128, ge=1)
+    every: int = Field(5, ge=1, description="evaluate every N rounds (and after the last, on the whole test set)")
+    subset_size: int | None = Field(500, ge=1, description="fixed test subset used during training (null: whole test set)")
+    batch_size: int = Field(64, ge=1, description="evaluation batch size")
 
 
 class OutputConfig(_Section):
-    dir: str | None = Field(None, description="run directory (default: runs/<timestamp>-<strategy>)")
-    tensorboard: bool = True
-    plots: bool = True
-    progress: bool = True
+    dir: str | None = Field(None, description="run directory (default: runs/<timestamp>-<name>-<strategy>)")
+    tensorboard: bool = Field(True, description="write TensorBoard events")
+    plots: bool = Field(True, description="write PNG plots")
+    progress: bool = Field(True, description="show a progress bar")
 
 
 class ExperimentConfig(_Section):
-    name: str = "default"
-    seed: int = Field(0, ge=0)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    name: str = Field("default", description="run name, used in the default run directory")
+    seed: int = Field(0, ge=0, description="the one seed every random stream derives from")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA (bf16 autocast) when present")
     model: ModelConfig = Field(default_factory=ModelConfig)
     lora: LoraConfig = Field(default_factory=LoraConfig)
     data: DataConfig = Field(default_factory=DataConfig)
@@ -165,6 +169,34 @@ class ExperimentConfig(_Section):
 # --------------------------------------------------------------------------- loading
 
 PRESET_PACKAGE = "fedhello.presets"
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without YAML 1.1 base-60 numbers: `ratio: 6:3:1` stays a string, not 21781."""
+
+
+_NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+_YamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in _NUMBER_TAGS]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_YamlLoader.add_implicit_resolver(
+    _NUMBER_TAGS[0],
+    re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
+    list("-+0123456789"),
+)
+_YamlLoader.add_implicit_resolver(
+    _NUMBER_TAGS[1],
+    re.compile(
+        r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?|\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+0123456789."),
+)
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def preset_names() -> list[str]:
@@ -187,7 +219,7 @@ def preset_description(name: str) -> str:
 
 def _parse_yaml(text: str, origin: str) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(text)
+        data = _load_yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{origin}: not valid YAML ({exc.__class__.__name__})") from None
     if data is None:
@@ -218,8 +250,10 @@ def _leaf_paths(model: type[BaseModel], prefix: str = "") -> dict[str, str]:
                 paths.setdefault(key, []).append(value)
         else:
             paths.setdefault(path, []).append(path)
-            paths.setdefault(name, []).append(path)
-    return {key: values[0] if len(values) == 1 else "|".join(values) for key, values in paths.items()}
+            if name != path:
+                paths.setdefault(name, []).append(path)
+    # A full path names itself even where it is also another field's leaf name ('name' vs 'model.name').
+    return {key: key if key in values else "|".join(values) for key, values in paths.items()}
 
 
 def apply_override(data: dict[str, Any], assignment: str) -> dict[str, Any]:
@@ -237,7 +271,7 @@ def apply_override(data: dict[str, Any], assignment: str) -> dict[str, Any]:
             raise ConfigError(f"override {key!r} is ambiguous; write one of: {', '.join(resolved.split('|'))}")
         path = resolved
     try:
-        value = yaml.safe_load(raw)
+        value = _load_yaml(raw)
     except yaml.YAMLError:
         raise ConfigError(f"override {key!r}: value {raw!r} is not valid YAML") from None
     parts = path.split(".")
@@ -245,7 +279,12 @@ def apply_override(data: dict[str, Any], assignment: str) -> dict[str, Any]:
     for part in reversed(parts[:-1]):
         update = {part: update}
     if path.startswith("allocation.params."):
-        params = dict(data.get("allocation", {}).get("params", {}))
+        section = data.get("allocation", {})
+        params = section.get("params") if isinstance(section, dict) else None
+        if not isinstance(section, dict) or not isinstance(params, (dict, type(None))):
+            where, given = ("allocation", section) if not isinstance(section, dict) else ("allocation.params", params)
+            raise ConfigError(f"config field '{where}': Input should be a mapping (got {given!r})")
+        params = dict(params or {})
         params[parts[-1]] = value
         update = {"allocation": {"params": params}}
     return _deep_merge(data, update)
@@ -289,6 +328,8 @@ def load_config(preset: str | None = None, path: Path | None = None, overrides: 
             text = Path(path).read_text()
         except OSError as exc:
             raise ConfigError(f"config file {str(path)!r} cannot be read ({exc.strerror})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {str(path)!r} is not UTF-8 text") from None
         data = _deep_merge(data, _parse_yaml(text, f"config file {path}"))
     for assignment in overrides or []:
         data = apply_override(data, assignment)
@@ -297,3 +338,28 @@ def load_config(preset: str | None = None, path: Path | None = None, overrides: 
 
 def config_to_yaml(config: ExperimentConfig) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def _type_name(annotation: Any) -> str:
+    if get_origin(annotation) is Literal:
+        return " / ".join(str(value) for value in get_args(annotation))
+    if get_origin(annotation) in (Union, UnionType):
+        return " or ".join(_type_name(arg) for arg in get_args(annotation))
+    return getattr(annotation, "__name__", None) if get_origin(annotation) is None else str(annotation)
+
+
+def config_reference() -> str:
+    """The config schema as a Markdown table: field path, type, default, meaning."""
+    lines = ["| field | type | default | meaning |", "| --- | --- | --- | --- |"]
+    for section_name, section_field in ExperimentConfig.model_fields.items():
+        annotation = section_field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            fields = [(f"{section_name}.{name}", field) for name, field in annotation.model_fields.items()]
+        else:
+            fields = [(section_name, section_field)]
+        for path, field in fields:
+            default = field.get_default(call_default_factory=True)
+            kind = _type_name(field.annotation).replace("|", "\\|")
+            meaning = (field.description or "").replace("|", "\\|")
+            lines.append(f"| `{path}` | {kind} | `{json.dumps(default)}` | {meaning} |")
+    return "\n".join(lines)

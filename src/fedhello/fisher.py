@@ -7,6 +7,8 @@ S_l = sum over layer l's LoRA tensors of the Frobenius norm of their Fisher diag
 
 from __future__ import annotations
 
+import warnings
+
 from typing import Literal
 
 import numpy as np
@@ -20,14 +22,23 @@ from fedhello.models.layers import LayerMap
 Objective = Literal["log_likelihood", "logit"]
 
 
-def additive_attention_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """[batch, seq] 0/1 mask -> [batch, 1, 1, seq] additive mask.
+def is_causal_model(model: torch.nn.Module) -> bool:
+    """Whether the model's attention is causal (decoder LLMs): some attention module says so."""
+    return any(getattr(module, "is_causal", False) is True for module in model.modules())
+
+
+def additive_attention_mask(attention_mask: torch.Tensor, dtype: torch.dtype, causal: bool = False) -> torch.Tensor:
+    """[batch, seq] 0/1 mask -> [batch, 1, 1, seq] additive mask ([batch, 1, seq, seq] if causal).
 
     A prepared 4-D mask makes transformers skip its mask builder, whose data-dependent
-    shortcut (`mask.all()`) cannot run under vmap.
+    shortcut (`mask.all()`) cannot run under vmap. Because transformers then uses the
+    mask as given, a causal model needs the causal triangle in it too.
     """
-    blocked = 1.0 - attention_mask[:, None, None, :].to(dtype)
-    return blocked * torch.finfo(dtype).min
+    allowed = attention_mask[:, None, None, :].bool()
+    if causal:
+        length = attention_mask.shape[-1]
+        allowed = allowed & torch.ones(length, length, dtype=torch.bool, device=attention_mask.device).tril()
+    return (~allowed).to(dtype) * torch.finfo(dtype).min
 
 
 def per_sample_gradients(
@@ -37,7 +48,7 @@ def per_sample_gradients(
     model = federated.model
     parameters = federated.parameters_by_name()
     differentiated = {name: parameters[name].detach() for name in names}
-    mask = additive_attention_mask(batch["attention_mask"], torch.float32)
+    mask = additive_attention_mask(batch["attention_mask"], torch.float32, causal=is_causal_model(model))
 
     def sample_objective(params: TensorState, input_ids, sample_mask, label) -> torch.Tensor:
         logits = functional_call(
@@ -46,9 +57,12 @@ def per_sample_gradients(
         scores = torch.log_softmax(logits, -1) if objective == "log_likelihood" else logits
         return scores.gather(0, label[None])[0]
 
-    return vmap(grad(sample_objective), in_dims=(None, 0, 0, 0))(
-        differentiated, batch["input_ids"], mask, batch["labels"]
-    )
+    with warnings.catch_warnings():
+        # Fused CPU attention has no vmap batching rule yet; torch falls back to a loop and says so.
+        warnings.filterwarnings("ignore", message="There is a performance drop")
+        return vmap(grad(sample_objective), in_dims=(None, 0, 0, 0))(
+            differentiated, batch["input_ids"], mask, batch["labels"]
+        )
 
 
 def lora_fisher_diagonal(

@@ -51,12 +51,18 @@ def _check_against_data(config: ExperimentConfig, num_train: int, num_classes: i
         raise ConfigError(f"config field 'federation.num_clients': {federation.num_clients} exceeds {num_train} training samples")
 
 
+def _capped(size: int, cap: int | None, rng: np.random.Generator) -> np.ndarray:
+    """All positions, or a seeded sorted subsample of `cap` of them."""
+    if cap is None or cap >= size:
+        return np.arange(size)
+    return np.sort(rng.choice(size, cap, replace=False))
+
+
 def prepare_task(config: ExperimentConfig) -> FederatedTask:
     """Load data and model, split off the proxy set, partition the rest among clients."""
     data = load_dataset(config.data.dataset)
-    train_positions = np.arange(len(data.train_labels))
-    if config.data.max_train_samples is not None and config.data.max_train_samples < len(train_positions):
-        train_positions = np.sort(numpy_rng(config.seed, "partition", 1).choice(train_positions, config.data.max_train_samples, replace=False))
+    train_positions = _capped(len(data.train_labels), config.data.max_train_samples, numpy_rng(config.seed, "partition", 1))
+    test_positions = _capped(len(data.test_labels), config.data.max_test_samples, numpy_rng(config.seed, "eval", 1))
     proxy_size = config.fisher.proxy_size
     if proxy_size >= len(train_positions):
         raise ConfigError(f"config field 'fisher.proxy_size': {proxy_size} leaves no training data for the clients")
@@ -72,7 +78,7 @@ def prepare_task(config: ExperimentConfig) -> FederatedTask:
     train = encode_texts(
         tokenizer, [data.train_texts[i] for i in client_positions], data.train_labels[client_positions], max_length
     )
-    test = encode_texts(tokenizer, data.test_texts, data.test_labels, max_length)
+    test = encode_texts(tokenizer, [data.test_texts[i] for i in test_positions], data.test_labels[test_positions], max_length)
     proxy = (
         encode_texts(tokenizer, [data.train_texts[i] for i in proxy_positions], data.train_labels[proxy_positions], max_length)
         if proxy_size

@@ -16,8 +16,10 @@ from fedhello.allocation.strategies.rgd import sample_allocation
 
 class FedHeLLoParams(TierWeightsParams):
     pattern: PatternName = Field("bottleneck", description="RGD pattern before (and, in refresh_only, between) refreshes")
-    fim_start: RoundSpec = Field(0.1, description="first round using Fisher weights (count, or fraction of the run)")
-    fim_every: RoundSpec = Field(0.1, description="Fisher refresh period (count, or fraction of the run)")
+    fim_start: RoundSpec = Field(
+        0.2, description="first round using Fisher weights: a count, or a fraction of the run (reference: 50 of 500)"
+    )
+    fim_every: RoundSpec = Field(0.2, description="Fisher refresh period: a count, or a fraction of the run (reference: 50)")
     mode: Literal["persistent", "refresh_only"] = Field(
         "persistent",
         description="persistent: latest Fisher weights until the next refresh; refresh_only: Fisher weights only in "

@@ -1,0 +1,140 @@
+"""Shared fixtures: tiny randomly initialised BERT / Llama / ViT classifiers wrapped with LoRA.
+
+Everything is built from configs (no downloads) and is small enough for a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    LlamaConfig,
+    LlamaForSequenceClassification,
+    ViTConfig,
+    ViTForImageClassification,
+)
+from transformers import logging as transformers_logging
+
+from fedhello.config import LoraConfig
+from fedhello.data.tokenize import EncodedSplit
+from fedhello.models.federated_model import FederatedModel
+from fedhello.models.lora import inject_lora
+
+transformers_logging.set_verbosity_error()
+
+VOCAB_SIZE = 100
+NUM_LABELS = 3
+PAD_TOKEN_ID = 0
+
+
+def tiny_base_model(arch: str, num_layers: int, seed: int = 0) -> torch.nn.Module:
+    """A tiny randomly initialised Hugging Face classifier (no LoRA yet)."""
+    torch.manual_seed(seed)
+    if arch == "bert":
+        config = BertConfig(
+            vocab_size=VOCAB_SIZE,
+            hidden_size=32,
+            num_hidden_layers=num_layers,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=64,
+            num_labels=NUM_LABELS,
+        )
+        return BertForSequenceClassification(config)
+    if arch == "llama":
+        config = LlamaConfig(
+            vocab_size=VOCAB_SIZE,
+            hidden_size=32,
+            num_hidden_layers=num_layers,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            intermediate_size=64,
+            pad_token_id=PAD_TOKEN_ID,
+            num_labels=NUM_LABELS,
+        )
+        return LlamaForSequenceClassification(config)
+    if arch == "vit":
+        config = ViTConfig(
+            hidden_size=32,
+            num_hidden_layers=num_layers,
+            num_attention_heads=2,
+            intermediate_size=64,
+            image_size=16,
+            patch_size=8,
+            num_labels=NUM_LABELS,
+        )
+        return ViTForImageClassification(config)
+    raise ValueError(f"unknown tiny architecture {arch!r}")
+
+
+def build_tiny_federated(arch: str, num_layers: int, *, train_pooler: bool = True, seed: int = 0) -> FederatedModel:
+    base = tiny_base_model(arch, num_layers, seed=seed)
+    peft_model = inject_lora(base, LoraConfig(rank=4, alpha=8), init_seed=0)
+    return FederatedModel.wrap(peft_model, train_pooler=train_pooler)
+
+
+@torch.no_grad()
+def randomize_lora(
+    federated: FederatedModel, seed: int = 1, std: float = 0.3, layer_scales: dict[int, float] | None = None
+) -> None:
+    """Give every LoRA A and B tensor random non-zero values (peft starts B at zero).
+
+    `layer_scales` multiplies the std of chosen layers (default 1 for the others).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    parameters = federated.parameters_by_name()
+    for index, names in enumerate(federated.layer_map.layers):
+        scale = (layer_scales or {}).get(index, 1.0)
+        for name in names:
+            parameter = parameters[name]
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * std * scale)
+
+
+def random_split(
+    num_samples: int, seq_len: int = 8, *, seed: int = 0, pad_from: dict[int, int] | None = None
+) -> EncodedSplit:
+    """Random token ids / labels; `pad_from[i] = p` pads sample i from position p on (right padding)."""
+    generator = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(1, VOCAB_SIZE, (num_samples, seq_len), generator=generator)
+    attention_mask = torch.ones(num_samples, seq_len, dtype=torch.long)
+    for index, start in (pad_from or {}).items():
+        input_ids[index, start:] = PAD_TOKEN_ID
+        attention_mask[index, start:] = 0
+    labels = torch.randint(0, NUM_LABELS, (num_samples,), generator=generator)
+    return EncodedSplit(input_ids, attention_mask, labels)
+
+
+@pytest.fixture
+def tiny_base() -> Callable[..., torch.nn.Module]:
+    """Factory: tiny_base(arch, num_layers, seed=0) -> Hugging Face model without LoRA."""
+    return tiny_base_model
+
+
+@pytest.fixture
+def tiny_federated() -> Callable[..., FederatedModel]:
+    """Factory: tiny_federated(arch, num_layers, train_pooler=True, seed=0) -> FederatedModel."""
+    return build_tiny_federated
+
+
+@pytest.fixture
+def lora_randomizer() -> Callable[..., None]:
+    """Factory: lora_randomizer(federated, seed=1, std=0.3, layer_scales=None) perturbs LoRA in place."""
+    return randomize_lora
+
+
+@pytest.fixture
+def encoded_split() -> Callable[..., EncodedSplit]:
+    """Factory: encoded_split(num_samples, seq_len=8, seed=0, pad_from=None) -> EncodedSplit."""
+    return random_split
+
+
+@pytest.fixture
+def tiny_bert4() -> FederatedModel:
+    """Tiny 4-layer BERT with random non-zero LoRA factors."""
+    federated = build_tiny_federated("bert", 4)
+    randomize_lora(federated)
+    return federated
