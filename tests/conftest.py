@@ -25,6 +25,9 @@ from fedhello.models.federated_model import FederatedModel
 from fedhello.models.lora import inject_lora
 
 transformers_logging.set_verbosity_error()
+# The models are tiny: one intra-op thread is fastest, and on a shared 2-core machine a
+# second OpenMP thread makes every op (vmap ones especially) wait for a descheduled peer.
+torch.set_num_threads(1)
 
 VOCAB_SIZE = 100
 NUM_LABELS = 3
@@ -79,11 +82,17 @@ def build_tiny_federated(arch: str, num_layers: int, *, train_pooler: bool = Tru
 
 @torch.no_grad()
 def randomize_lora(
-    federated: FederatedModel, seed: int = 1, std: float = 0.3, layer_scales: dict[int, float] | None = None
+    federated: FederatedModel,
+    seed: int = 1,
+    std: float = 0.3,
+    layer_scales: dict[int, float] | None = None,
+    head_std: float | None = 1.0,
 ) -> None:
     """Give every LoRA A and B tensor random non-zero values (peft starts B at zero).
 
     `layer_scales` multiplies the std of chosen layers (default 1 for the others).
+    `head_std` re-draws the head too: with the default 0.02 init the gradients reaching
+    the LoRA tensors are ~1e-5, too small for absolute tolerances to mean anything.
     """
     generator = torch.Generator().manual_seed(seed)
     parameters = federated.parameters_by_name()
@@ -92,6 +101,10 @@ def randomize_lora(
         for name in names:
             parameter = parameters[name]
             parameter.copy_(torch.randn(parameter.shape, generator=generator) * std * scale)
+    if head_std is not None:
+        for name in federated.head_names:
+            parameter = parameters[name]
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * head_std)
 
 
 def random_split(
@@ -122,7 +135,7 @@ def tiny_federated() -> Callable[..., FederatedModel]:
 
 @pytest.fixture
 def lora_randomizer() -> Callable[..., None]:
-    """Factory: lora_randomizer(federated, seed=1, std=0.3, layer_scales=None) perturbs LoRA in place."""
+    """Factory: lora_randomizer(federated, seed=1, std=0.3, layer_scales=None, head_std=1.0), in place."""
     return randomize_lora
 
 

@@ -17,7 +17,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from fedhello.errors import ConfigError
+from fedhello.errors import ConfigError, pydantic_message
 
 
 
@@ -239,6 +239,19 @@ def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _merge_layer(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Merge one config layer; switching the strategy drops the previous strategy's params,
+    which belong to that strategy only (unless the same layer gives new ones)."""
+    merged = _deep_merge(base, update)
+    new_allocation = update.get("allocation")
+    old_allocation = base.get("allocation") if isinstance(base.get("allocation"), dict) else {}
+    if isinstance(new_allocation, dict) and "strategy" in new_allocation and "params" not in new_allocation:
+        previous = old_allocation.get("strategy", AllocationConfig.model_fields["strategy"].default)
+        if new_allocation["strategy"] != previous:
+            merged["allocation"] = {**merged["allocation"], "params": {}}
+    return merged
+
+
 def _leaf_paths(model: type[BaseModel], prefix: str = "") -> dict[str, str]:
     """Map every field path ('federation.rounds') to itself and unique leaf names ('rounds') to their path."""
     paths: dict[str, list[str]] = {}
@@ -287,7 +300,7 @@ def apply_override(data: dict[str, Any], assignment: str) -> dict[str, Any]:
         params = dict(params or {})
         params[parts[-1]] = value
         update = {"allocation": {"params": params}}
-    return _deep_merge(data, update)
+    return _merge_layer(data, update)
 
 
 def _describe_error(exc: ValidationError) -> str:
@@ -300,9 +313,7 @@ def _describe_error(exc: ValidationError) -> str:
             section = section.model_fields[part].annotation  # type: ignore[assignment]
         allowed = ", ".join(section.model_fields)
         return f"unknown config field '{location}'; allowed here: {allowed}"
-    message = error["msg"]
-    if message.startswith("Value error, "):
-        message = message[len("Value error, ") :]
+    message = pydantic_message(error)
     given = error.get("input")
     shown = "" if isinstance(given, (dict, list)) or given is None else f" (got {given!r})"
     where = f"config field '{location}'" if location else "config"
@@ -330,7 +341,7 @@ def load_config(preset: str | None = None, path: Path | None = None, overrides: 
             raise ConfigError(f"config file {str(path)!r} cannot be read ({exc.strerror})") from None
         except UnicodeDecodeError:
             raise ConfigError(f"config file {str(path)!r} is not UTF-8 text") from None
-        data = _deep_merge(data, _parse_yaml(text, f"config file {path}"))
+        data = _merge_layer(data, _parse_yaml(text, f"config file {path}"))
     for assignment in overrides or []:
         data = apply_override(data, assignment)
     return build_config(data)

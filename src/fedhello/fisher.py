@@ -57,7 +57,10 @@ def per_sample_gradients(
         scores = torch.log_softmax(logits, -1) if objective == "log_likelihood" else logits
         return scores.gather(0, label[None])[0]
 
-    with warnings.catch_warnings():
+    # torch.func.grad differentiates regardless of the outer no_grad; the outer no_grad keeps
+    # regular autograd from also recording a graph through the other trainable parameters
+    # (the results would carry grad_fn and accumulating them would retain every batch's graph).
+    with warnings.catch_warnings(), torch.no_grad():
         # Fused CPU attention has no vmap batching rule yet; torch falls back to a loop and says so.
         warnings.filterwarnings("ignore", message="There is a performance drop")
         return vmap(grad(sample_objective), in_dims=(None, 0, 0, 0))(

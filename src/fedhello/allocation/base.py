@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from fedhello.errors import ConfigError
+from fedhello.errors import ConfigError, pydantic_message
 
 
 @dataclass(frozen=True)
@@ -69,13 +69,16 @@ class AllocationStrategy(ABC):
             return cls.Params.model_validate(raw)
         except ValidationError as exc:
             error = exc.errors()[0]
-            location = ".".join(str(part) for part in error["loc"])
+            # Union members add their type name to the location ('fim_start.int'); keep field names and indices.
+            location = ".".join(
+                str(part) for part in error["loc"] if isinstance(part, int) or part in cls.Params.model_fields
+            ) or ".".join(str(part) for part in error["loc"])
             if error["type"] == "extra_forbidden":
                 allowed = ", ".join(cls.Params.model_fields) or "none"
                 raise ConfigError(
                     f"unknown config field 'allocation.params.{location}' for strategy {cls.name!r}; allowed: {allowed}"
                 ) from None
-            raise ConfigError(f"config field 'allocation.params.{location}': {error['msg']}") from None
+            raise ConfigError(f"config field 'allocation.params.{location}': {pydantic_message(error)}") from None
 
     @abstractmethod
     def allocate(self, context: AllocationContext) -> Allocation:
