@@ -25,9 +25,6 @@ from fedhello.models.federated_model import FederatedModel
 from fedhello.models.lora import inject_lora
 
 transformers_logging.set_verbosity_error()
-# The models are tiny: one intra-op thread is fastest, and on a shared 2-core machine a
-# second OpenMP thread makes every op (vmap ones especially) wait for a descheduled peer.
-torch.set_num_threads(1)
 
 VOCAB_SIZE = 100
 NUM_LABELS = 3
@@ -122,13 +119,26 @@ def random_split(
 
 
 @pytest.fixture
-def tiny_base() -> Callable[..., torch.nn.Module]:
+def one_torch_thread():
+    """Run the test with one intra-op thread, then restore the previous count.
+
+    The models are tiny: one thread is fastest, and on a busy 2-core machine a second
+    OpenMP thread makes every op (vmap'ed ones especially, ~100x) wait for a descheduled peer.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def tiny_base(one_torch_thread) -> Callable[..., torch.nn.Module]:
     """Factory: tiny_base(arch, num_layers, seed=0) -> Hugging Face model without LoRA."""
     return tiny_base_model
 
 
 @pytest.fixture
-def tiny_federated() -> Callable[..., FederatedModel]:
+def tiny_federated(one_torch_thread) -> Callable[..., FederatedModel]:
     """Factory: tiny_federated(arch, num_layers, train_pooler=True, seed=0) -> FederatedModel."""
     return build_tiny_federated
 
@@ -146,7 +156,7 @@ def encoded_split() -> Callable[..., EncodedSplit]:
 
 
 @pytest.fixture
-def tiny_bert4() -> FederatedModel:
+def tiny_bert4(one_torch_thread) -> FederatedModel:
     """Tiny 4-layer BERT with random non-zero LoRA factors."""
     federated = build_tiny_federated("bert", 4)
     randomize_lora(federated)

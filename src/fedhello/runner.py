@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from fedhello.allocation.groups import resolve_budgets
@@ -174,6 +175,7 @@ def run_experiment(config: ExperimentConfig, out_dir: Path | None = None) -> Run
         partition = write_partition(out_dir, task, simulator.client_groups, simulator.group_budgets)
         result = simulator.run()
         progress.close()
+    save_file({name: tensor.contiguous().cpu() for name, tensor in result.global_state.items()}, out_dir / "adapter.safetensors")
     clients = read_jsonl(out_dir / "clients.jsonl")
     allocations = read_jsonl(out_dir / "allocations.jsonl")
     fisher = read_jsonl(out_dir / "fisher.jsonl")
