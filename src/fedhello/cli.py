@@ -26,11 +26,43 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from fedhello.comparison.grid import load_comparison, run_comparison
+    from fedhello.comparison.report import write_report
+
+    comparison = load_comparison(args.preset, args.config, args.set)
+    out = args.out or Path("runs") / f"compare-{comparison.name}"
+    run_comparison(comparison, out, progress=not args.quiet)
+    print()
+    print(write_report(out, comparison.target_accuracy))
+    print(f"\ncomparison directory: {out}  (comparison.md, comparison.csv, runs.csv, plots, runs/)")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from fedhello.comparison.report import write_report
+    from fedhello.runner import write_run_report
+
+    directory: Path = args.directory
+    if (directory / "metrics.jsonl").exists():
+        print(write_run_report(directory))
+    elif (directory / "runs").is_dir():
+        print(write_report(directory, args.target))
+    else:
+        raise ConfigError(f"{directory} is neither a run directory (metrics.jsonl) nor a comparison directory (runs/)")
+    return 0
+
+
 def _presets(args: argparse.Namespace) -> int:
+    from fedhello.comparison.grid import comparison_preset_names
     from fedhello.config import preset_description, preset_names
 
+    print("experiment presets (fedhello run --preset NAME):")
     for name in preset_names():
-        print(f"{name:<24} {preset_description(name)}")
+        print(f"  {name:<24} {preset_description(name)}")
+    print("comparison presets (fedhello compare --preset NAME):")
+    for name in comparison_preset_names():
+        print(f"  {name:<24} {preset_description(name, comparison=True)}")
     return 0
 
 
@@ -80,6 +112,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, help="run directory (default: runs/<timestamp>-<name>-<strategy>)")
     run.set_defaults(handler=_run)
 
+    compare = commands.add_parser("compare", help="run a grid of methods x partitions x seeds and tabulate it")
+    compare.add_argument("--preset", help="a shipped comparison preset (see `fedhello presets`)")
+    compare.add_argument("--config", type=Path, help="a comparison YAML file, applied over the preset")
+    compare.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                         help="override a comparison field, e.g. --set seeds=[0] --set base.federation.rounds=4")
+    compare.add_argument("--out", type=Path, help="comparison directory (default: runs/compare-<name>); reruns skip finished cells")
+    compare.add_argument("--quiet", action="store_true", help="no per-round progress bars")
+    compare.set_defaults(handler=_compare)
+
+    report = commands.add_parser("report", help="regenerate tables and plots of a run or comparison from its files")
+    report.add_argument("directory", type=Path)
+    report.add_argument("--target", type=float, help="target accuracy for 'rounds to target' (comparisons)")
+    report.set_defaults(handler=_report)
+
     commands.add_parser("presets", help="list the shipped presets").set_defaults(handler=_presets)
     commands.add_parser("strategies", help="list allocation strategies and their parameters").set_defaults(handler=_strategies)
     commands.add_parser("datasets", help="list datasets and offline models").set_defaults(handler=_datasets)
@@ -91,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except ConfigError as error:
+    except (ConfigError, FileNotFoundError) as error:
         print(f"fedhello: error: {error}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
 

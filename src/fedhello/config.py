@@ -211,8 +211,9 @@ def read_preset(name: str) -> dict[str, Any]:
     return _parse_yaml(text, f"preset {name}")
 
 
-def preset_description(name: str) -> str:
-    text = (importlib.resources.files(PRESET_PACKAGE) / f"{name}.yaml").read_text()
+def preset_description(name: str, comparison: bool = False) -> str:
+    package = f"{PRESET_PACKAGE}.comparisons" if comparison else PRESET_PACKAGE
+    text = (importlib.resources.files(package) / f"{name}.yaml").read_text()
     first = text.splitlines()[0] if text else ""
     return first.lstrip("# ").strip() if first.startswith("#") else ""
 

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from fedhello.allocation.groups import resolve_budgets
 from fedhello.allocation.registry import build_strategy
-from fedhello.config import ExperimentConfig, config_to_yaml
+from fedhello.config import ExperimentConfig, config_to_yaml, load_config
 from fedhello.data.datasets import load_dataset
 from fedhello.data.partition import partition_indices, partition_summary
 from fedhello.data.tokenize import encode_texts
@@ -144,6 +144,51 @@ def group_cost_table(clients: list[dict], budgets: list[int]) -> str:
     return format_table(headers, rows)
 
 
+def _read_partition(path: Path) -> list[dict]:
+    with path.open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    return [
+        {"client": int(row[0]), "num_samples": int(row[3]), "num_classes": int(row[4]),
+         "class_counts": [int(count) for count in row[5:]]}
+        for row in rows[1:]
+    ]
+
+
+def write_run_report(out_dir: Path) -> str:
+    """Plots and summary.md of a run, from its files alone; returns the result table."""
+    config = load_config(path=out_dir / "config.yaml")
+    info = json.loads((out_dir / "run_info.json").read_text())
+    num_layers, budgets = info["num_layers"], info["group_budgets"]
+    rounds = read_jsonl(out_dir / "metrics.jsonl")
+    clients = read_jsonl(out_dir / "clients.jsonl")
+    allocations = read_jsonl(out_dir / "allocations.jsonl")
+    if config.output.plots:
+        plots.plot_learning_curves(rounds, out_dir / "learning_curves.png")
+        plots.plot_allocation_heatmap(allocations, num_layers, out_dir / "allocation_heatmap.png")
+        plots.plot_layer_counts(allocations, num_layers, out_dir / "layer_counts.png")
+        plots.plot_fisher_scores(read_jsonl(out_dir / "fisher.jsonl"), out_dir / "fisher_scores.png")
+        plots.plot_partition(_read_partition(out_dir / "partition.csv"), out_dir / "partition.png")
+    final_eval = rounds[-1].get("eval") if rounds else None
+    headers, rows = summary_table_rows(rounds, final_eval)
+    config_lines = [
+        f"model `{config.model.name}` ({num_layers} layers), LoRA rank {config.lora.rank}, dataset `{config.data.dataset}`",
+        f"{config.federation.num_clients} clients, {config.federation.clients_per_round} per round, "
+        f"{config.federation.rounds} rounds, partition `{config.partition.scheme}`",
+        f"strategy `{config.allocation.strategy}` {json.dumps(config.allocation.params) if config.allocation.params else ''}, "
+        f"groups ratio {config.groups.ratio} with layer budgets {budgets}",
+        f"seed {config.seed}, device {info['device']}",
+    ]
+    write_summary(
+        out_dir / "summary.md",
+        title=f"fedhello run: {config.name}",
+        config_lines=config_lines,
+        final_eval=final_eval,
+        rounds=rounds,
+        extra_sections={"Cost per capability group": group_cost_table(clients, budgets)},
+    )
+    return format_table(headers, rows)
+
+
 @dataclass
 class RunOutcome:
     out_dir: Path
@@ -172,37 +217,14 @@ def run_experiment(config: ExperimentConfig, out_dir: Path | None = None) -> Run
 
     with RunWriter(out_dir, tensorboard=config.output.tensorboard) as writer:
         simulator = Simulator(config, task, strategy, writer, on_round=show)
-        partition = write_partition(out_dir, task, simulator.client_groups, simulator.group_budgets)
+        write_partition(out_dir, task, simulator.client_groups, simulator.group_budgets)
+        (out_dir / "run_info.json").write_text(json.dumps({
+            "num_layers": task.federated.layer_map.num_layers,
+            "group_budgets": simulator.group_budgets,
+            "device": str(task.federated.device),
+        }))
         result = simulator.run()
         progress.close()
     save_file({name: tensor.contiguous().cpu() for name, tensor in result.global_state.items()}, out_dir / "adapter.safetensors")
-    clients = read_jsonl(out_dir / "clients.jsonl")
-    allocations = read_jsonl(out_dir / "allocations.jsonl")
-    fisher = read_jsonl(out_dir / "fisher.jsonl")
-    rounds = read_jsonl(out_dir / "metrics.jsonl")
-    num_layers = task.federated.layer_map.num_layers
-    if config.output.plots:
-        plots.plot_learning_curves(rounds, out_dir / "learning_curves.png")
-        plots.plot_allocation_heatmap(allocations, num_layers, out_dir / "allocation_heatmap.png")
-        plots.plot_layer_counts(allocations, num_layers, out_dir / "layer_counts.png")
-        plots.plot_fisher_scores(fisher, out_dir / "fisher_scores.png")
-        plots.plot_partition(partition, out_dir / "partition.png")
-    headers, rows = summary_table_rows(rounds, result.final_eval)
-    table = format_table(headers, rows)
-    config_lines = [
-        f"model `{config.model.name}` ({num_layers} layers), LoRA rank {config.lora.rank}, dataset `{config.data.dataset}`",
-        f"{config.federation.num_clients} clients, {config.federation.clients_per_round} per round, "
-        f"{config.federation.rounds} rounds, partition `{config.partition.scheme}`",
-        f"strategy `{config.allocation.strategy}` {json.dumps(config.allocation.params) if config.allocation.params else ''}, "
-        f"groups ratio {config.groups.ratio} with layer budgets {simulator.group_budgets}",
-        f"seed {config.seed}, device {task.federated.device}",
-    ]
-    write_summary(
-        out_dir / "summary.md",
-        title=f"fedhello run: {config.name}",
-        config_lines=config_lines,
-        final_eval=result.final_eval,
-        rounds=rounds,
-        extra_sections={"Cost per capability group": group_cost_table(clients, simulator.group_budgets)},
-    )
+    table = write_run_report(out_dir)
     return RunOutcome(out_dir, result, table)

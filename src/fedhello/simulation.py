@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedhello.aggregation import ClientUpdate, TensorState, aggregate, state_bytes, state_delta
-from fedhello.allocation.base import AllocationContext, AllocationStrategy, ClientSlot
+from fedhello.aggregation import ClientUpdate, TensorState, state_bytes
+from fedhello.allocation.base import AllocationContext, AllocationStrategy, ClientSlot, ModelLayout
 from fedhello.allocation.groups import assign_groups, resolve_budgets
+from fedhello.allocation.ranks import pad_factor
 from fedhello.config import ExperimentConfig
 from fedhello.data.tokenize import EncodedSplit
 from fedhello.evaluation import evaluate
@@ -91,6 +92,7 @@ class Simulator:
             config.federation.num_clients, config.groups.ratio, config.groups.assignment, numpy_rng(config.seed, "groups")
         )
         self.global_state = federated.state()
+        strategy.bind(ModelLayout(federated.layer_map, federated.head_names, dict(self.global_state)))
         self.local_heads: dict[int, TensorState] = {}
         training = config.training
         self.local_settings = LocalTrainingSettings(
@@ -127,19 +129,26 @@ class Simulator:
             names += list(self.task.federated.head_names)
         return names
 
-    def _train_client(self, round_number: int, slot: ClientSlot, layers: tuple[int, ...]) -> tuple[ClientUpdate | None, dict]:
+    def _train_client(
+        self, round_number: int, slot: ClientSlot, layers: tuple[int, ...], rank: int | None
+    ) -> tuple[ClientUpdate | None, dict]:
         federated = self.task.federated
         head_mode = self.config.training.head
         record = {"round": round_number, "client": slot.client_id, "group": slot.group, "layers": list(layers)}
+        if rank is not None:
+            record["rank"] = rank
         samples = self.task.client_indices[slot.client_id]
         if not layers:
             record.update(trainable_params=0, local_steps=0, num_samples=len(samples), train_loss=None,
                           wall_time_s=0.0, bytes_down=0, bytes_up=0, activation_bytes=0)
             return None, record
-        sent_down = dict(self.global_state)
+        down = self.strategy.downlink(self.global_state, slot, rank)
+        sent_down = down
         if head_mode == "local":
-            sent_down = {name: tensor for name, tensor in sent_down.items() if name not in federated.head_names}
-        federated.load_state(self.global_state)
+            sent_down = {name: tensor for name, tensor in down.items() if name not in federated.head_names}
+        full_shapes = {name: parameter.shape for name, parameter in federated.parameters_by_name().items()}
+        reduced = [name for name, tensor in down.items() if tensor.shape != full_shapes[name]]
+        federated.load_state({**down, **{name: pad_factor(down[name], full_shapes[name]) for name in reduced}})
         if head_mode == "local" and slot.client_id in self.local_heads:
             federated.load_state(self.local_heads[slot.client_id])
         names = self._names_to_train(layers)
@@ -152,27 +161,55 @@ class Simulator:
             names,
             self.local_settings,
             torch_generator(self.config.seed, "data_order", round_number, slot.client_id),
+            gradient_masks={name: pad_factor(torch.ones_like(down[name]), full_shapes[name]) for name in reduced},
         )
-        deltas = state_delta(federated.state(names), before)
+        after = federated.state(names)
+        deltas = {
+            name: after[name][tuple(slice(0, size) for size in down[name].shape)] - down[name]
+            if name in reduced
+            else after[name] - before[name]
+            for name in names
+        }
         if head_mode == "local":
             self.local_heads[slot.client_id] = federated.state(federated.head_names)
             deltas = {name: delta for name, delta in deltas.items() if name not in federated.head_names}
+        communicates = self.strategy.communicates
         record.update(
-            trainable_params=int(sum(before[name].numel() for name in names)),
+            trainable_params=int(sum(down[name].numel() if name in reduced else before[name].numel() for name in names)),
             local_steps=result.steps,
             num_samples=len(samples),
             train_loss=result.mean_loss,
             wall_time_s=result.wall_time_s,
-            bytes_down=state_bytes(sent_down),
-            bytes_up=state_bytes(deltas),
+            bytes_down=state_bytes(sent_down) if communicates else 0,
+            bytes_up=state_bytes(deltas) if communicates else 0,
             activation_bytes=result.activation_bytes,
         )
         return ClientUpdate(slot.client_id, deltas, len(samples)), record
 
     def _evaluate(self, indices: np.ndarray, split: str) -> dict:
-        self.task.federated.load_state(self.global_state)
-        metrics = evaluate(self.task.federated, self.task.test, indices, self.config.evaluation.batch_size)
-        return {"split": split, **metrics}
+        federated = self.task.federated
+        personal = self.strategy.personal_states()
+        if personal is None:
+            federated.load_state(self.global_state)
+            return {"split": split, **evaluate(federated, self.task.test, indices, self.config.evaluation.batch_size)}
+        # Personal models: each client on the test samples of the classes it holds; mean over clients.
+        test_labels = self.task.test.labels.numpy()
+        train_labels = self.task.train.labels.numpy()
+        results = []
+        for client, state in sorted(personal.items()):
+            own_classes = np.unique(train_labels[self.task.client_indices[client]])
+            own = indices[np.isin(test_labels[indices], own_classes)]
+            if len(own) == 0:
+                continue
+            federated.load_state(self.global_state)
+            federated.load_state(state)
+            results.append(evaluate(federated, self.task.test, own, self.config.evaluation.batch_size))
+        if not results:
+            federated.load_state(self.global_state)
+            return {"split": split, **evaluate(federated, self.task.test, indices, self.config.evaluation.batch_size)}
+        metrics = {key: float(np.mean([r[key] for r in results])) for key in ("accuracy", "macro_f1", "micro_f1", "loss")}
+        return {"split": f"{split}-personal", **metrics, "num_samples": int(sum(r["num_samples"] for r in results)),
+                "num_clients": len(results)}
 
     # ------------------------------------------------------------------ the loop
 
@@ -209,11 +246,13 @@ class Simulator:
 
         updates, client_records = [], []
         for slot in slots:
-            update, record = self._train_client(round_number, slot, allocation.layers[slot.client_id])
+            update, record = self._train_client(
+                round_number, slot, allocation.layers[slot.client_id], allocation.ranks.get(slot.client_id)
+            )
             client_records.append(record)
             if update is not None:
                 updates.append(update)
-        self.global_state, _ = aggregate(self.global_state, updates, self.config.training.weighting)
+        self.global_state = self.strategy.aggregate(self.global_state, updates, self.config.training.weighting)
         self.log.log_clients(client_records)
 
         layer_counts = np.zeros(self.num_layers, dtype=np.int64)

@@ -97,12 +97,22 @@ def train_locally(
     trainable_names: list[str],
     settings: LocalTrainingSettings,
     generator: torch.Generator,
+    gradient_masks: dict[str, torch.Tensor] | None = None,
 ) -> LocalTrainingResult:
-    """Train the named parameters in place on the client's samples; return what it cost."""
+    """Train the named parameters in place on the client's samples; return what it cost.
+
+    `gradient_masks` zero the gradient outside a client's part of a tensor (a reduced
+    LoRA rank); with zero gradient and zero value, AdamW leaves those entries at zero.
+    """
     started = time.perf_counter()
     model = federated.model
     device = federated.device
     parameters = federated.set_trainable(trainable_names)
+    by_name = federated.parameters_by_name()
+    hooks = [
+        by_name[name].register_hook(lambda gradient, mask=mask.to(device): gradient * mask)
+        for name, mask in (gradient_masks or {}).items()
+    ]
     optimizer = torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=settings.weight_decay)
     meter = SavedActivationMeter(model)
     model.train()
@@ -119,6 +129,8 @@ def train_locally(
         optimizer.step()
         losses.append(loss.item())
         seen += len(positions)
+    for hook in hooks:
+        hook.remove()
     federated.set_trainable(())
     return LocalTrainingResult(
         steps=len(losses),

@@ -16,7 +16,9 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from fedhello.aggregation import ClientUpdate, TensorState, aggregate
 from fedhello.errors import ConfigError, pydantic_message
+from fedhello.models.layers import LayerMap
 
 
 @dataclass(frozen=True)
@@ -43,8 +45,20 @@ class AllocationContext:
 
 @dataclass
 class Allocation:
+    """Each client's layer set; `ranks` (rank-heterogeneous methods only) caps a client's LoRA rank."""
+
     layers: dict[int, tuple[int, ...]]
     info: dict[str, Any] = field(default_factory=dict)
+    ranks: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelLayout:
+    """What a strategy may need to know about the model: its LoRA tensors and head."""
+
+    layer_map: LayerMap
+    head_names: tuple[str, ...]
+    initial_state: TensorState
 
 
 class StrategyParams(BaseModel):
@@ -54,14 +68,40 @@ class StrategyParams(BaseModel):
 
 
 class AllocationStrategy(ABC):
-    """Base class; subclasses set `name`, `summary`, a nested `Params` schema and `allocate`."""
+    """Base class; subclasses set `name`, `summary`, a nested `Params` schema and `allocate`.
+
+    Layer-allocation strategies only implement `allocate`. Methods that change what a
+    client receives or how updates are combined (rank-heterogeneous LoRA, purely local
+    training) also override `downlink`, `aggregate`, and, when every client keeps its
+    own model, `personal_states`.
+    """
 
     name: ClassVar[str]
     summary: ClassVar[str]
     Params: ClassVar[type[StrategyParams]] = StrategyParams
+    communicates: ClassVar[bool] = True
 
     def __init__(self, params: StrategyParams) -> None:
         self.params = params
+        self.layout: ModelLayout | None = None
+
+    def bind(self, layout: ModelLayout) -> None:
+        """Called once by the driver before the first round."""
+        self.layout = layout
+
+    def downlink(self, global_state: TensorState, client: ClientSlot, rank: int | None) -> TensorState:
+        """The tensors a client starts its local training from (by default the global state)."""
+        return global_state
+
+    def aggregate(
+        self, global_state: TensorState, updates: Sequence[ClientUpdate], weighting: str
+    ) -> TensorState:
+        """The next global state (by default heterogeneous per-tensor FedAvg)."""
+        return aggregate(global_state, updates, weighting)[0]
+
+    def personal_states(self) -> dict[int, TensorState] | None:
+        """Per-client models to evaluate instead of the global one (None: evaluate the global model)."""
+        return None
 
     @classmethod
     def parse_params(cls, raw: dict[str, Any]) -> StrategyParams:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 import transformers
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -25,8 +23,5 @@ def load_sequence_classifier(config: ExperimentConfig, num_labels: int, device: 
         model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=num_labels)
     if model.config.pad_token_id is None and tokenizer.pad_token_id is not None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    with warnings.catch_warnings():
-        # peft still calls a transformers method that transformers 5 deprecates.
-        warnings.filterwarnings("ignore", category=FutureWarning, message=".*is_gradient_checkpointing.*")
-        peft_model = inject_lora(model, config.lora, torch_seed(config.seed, "init", 1))
+    peft_model = inject_lora(model, config.lora, torch_seed(config.seed, "init", 1))
     return FederatedModel.wrap(peft_model.to(device), train_pooler=config.model.train_pooler, tokenizer=tokenizer)

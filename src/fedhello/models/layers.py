@@ -16,8 +16,11 @@ from torch import nn
 
 @dataclass(frozen=True)
 class LayerMap:
+    """`layers[i]`: LoRA parameter names of block i; `pairs`: (A name, B name) of every adapted module."""
+
     container: str
     layers: tuple[tuple[str, ...], ...]
+    pairs: tuple[tuple[str, str], ...] = ()
 
     @property
     def num_layers(self) -> int:
@@ -57,6 +60,17 @@ def find_layer_container(model: nn.Module) -> tuple[str, nn.ModuleList]:
     return min(candidates, key=lambda item: item[0].count("."))
 
 
+def lora_factor_pairs(model: nn.Module) -> tuple[tuple[str, str], ...]:
+    """(A, B) parameter names of every LoRA-adapted module, paired through the module tree."""
+    name_of = {id(parameter): name for name, parameter in model.named_parameters()}
+    pairs = []
+    for module in model.modules():
+        if isinstance(module, LoraLayer):
+            for adapter in module.lora_A:
+                pairs.append((name_of[id(module.lora_A[adapter].weight)], name_of[id(module.lora_B[adapter].weight)]))
+    return tuple(pairs)
+
+
 def build_layer_map(model: nn.Module) -> LayerMap:
     container_name, container = find_layer_container(model)
     lora_ids = lora_parameter_ids(model)
@@ -72,4 +86,4 @@ def build_layer_map(model: nn.Module) -> LayerMap:
             outside.append(name)
     if outside:
         raise ValueError(f"LoRA parameters outside the transformer blocks are not supported: {outside[:3]}")
-    return LayerMap(container_name, tuple(tuple(names) for names in layers))
+    return LayerMap(container_name, tuple(tuple(names) for names in layers), lora_factor_pairs(model))

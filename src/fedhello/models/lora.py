@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import peft
 import torch
 from torch import nn
@@ -29,6 +31,8 @@ def inject_lora(model: nn.Module, settings: LoraConfig, init_seed: int) -> peft.
     lora_config = peft.LoraConfig(
         r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout, target_modules=targets
     )
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        # peft still calls a transformers method that transformers 5 deprecates.
+        warnings.filterwarnings("ignore", category=FutureWarning, message=".*is_gradient_checkpointing.*")
         torch.manual_seed(init_seed)
         return peft.get_peft_model(model, lora_config)

@@ -5,8 +5,11 @@ from fedhello.allocation.strategies import (  # noqa: F401
     fedhello,
     fedra,
     fim,
+    flexlora,
     full,
     gd,
+    hetlora,
+    local,
     rgd,
     straggler,
 )

@@ -1,0 +1,64 @@
+"""`flexlora`: heterogeneous ranks through full-size products (Bai et al., 2024).
+
+The server keeps, per adapted module, the full-size product ΔW = B·A. Each round it
+averages the clients' products (weighted by training samples) and gives every client
+the truncated SVD of ΔW at the client's rank: B = U√S, A = √S Vᵀ. Components with a
+zero singular value (at the start ΔW = 0) take the initial A rows and zero B columns,
+so they can still learn. The global model used for evaluation is the SVD at the full
+LoRA rank, which is exact whenever ΔW has rank at most that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from fedhello.aggregation import ClientUpdate, TensorState
+from fedhello.allocation.base import ModelLayout
+from fedhello.allocation.ranks import RankHeterogeneousStrategy, local_factors
+from fedhello.allocation.registry import register_strategy
+
+
+def svd_factors(product: torch.Tensor, rank: int, initial_a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(A, B) of rank `rank` with B·A the best rank-`rank` approximation of `product`."""
+    u, s, vh = torch.linalg.svd(product.float(), full_matrices=False)
+    root = s[:rank].sqrt()
+    a = root[:, None] * vh[:rank]
+    b = u[:, :rank] * root[None, :]
+    empty = s[:rank] <= s.max() * 1e-7 if s.max() > 0 else torch.ones(rank, dtype=torch.bool)
+    a[empty] = initial_a[:rank][empty].float()
+    b[:, empty] = 0
+    return a.to(product.dtype), b.to(product.dtype)
+
+
+@register_strategy
+class FlexLoRAStrategy(RankHeterogeneousStrategy):
+    name = "flexlora"
+    summary = "all layers at per-group LoRA ranks; average full B·A products, truncated SVD per client"
+
+    def bind(self, layout: ModelLayout) -> None:
+        super().bind(layout)
+        state = layout.initial_state
+        self._products = {a: state[b] @ state[a] for a, b in layout.layer_map.pairs}
+
+    def client_start(self, global_state: TensorState) -> TensorState:
+        start = dict(global_state)
+        initial = self.layout.initial_state
+        for a_name, b_name in self.layout.layer_map.pairs:
+            start[a_name], start[b_name] = svd_factors(self._products[a_name], self.full_rank, initial[a_name])
+        return start
+
+    def aggregate(self, global_state: TensorState, updates: Sequence[ClientUpdate], weighting: str) -> TensorState:
+        new_state = self.aggregate_head(global_state, updates, weighting)
+        if not updates:
+            return new_state
+        total = float(sum(u.num_samples for u in updates)) if weighting == "samples" else float(len(updates))
+        factors = {u.client_id: local_factors(self._downlinked[u.client_id], u) for u in updates}
+        for a_name, b_name in self.layout.layer_map.pairs:
+            self._products[a_name] = sum(
+                ((u.num_samples if weighting == "samples" else 1.0) / total)
+                * (factors[u.client_id][b_name] @ factors[u.client_id][a_name])
+                for u in updates
+            )
+        return self.client_start(new_state)

@@ -1,0 +1,191 @@
+"""`fedhello compare`: run a grid of experiments from one base config, resumably.
+
+Each cell (method, partition, capability ratio, seed) is one ordinary run in
+`<out>/runs/<cell id>/`, with its `cell.json`. A run whose `summary.md` exists is
+complete and skipped; an incomplete one (interrupted) is removed and run again.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from fedhello.comparison.methods import BUILTIN_METHODS, CENTRALIZED, centralized_overrides, known_methods
+from fedhello.config import (
+    ExperimentConfig,
+    _deep_merge,
+    _merge_layer,
+    _parse_yaml,
+    build_config,
+    read_preset,
+)
+from fedhello.errors import ConfigError, pydantic_message
+
+COMPARISON_PRESETS = "fedhello.presets.comparisons"
+COMPLETE_MARKER = "summary.md"
+
+
+class MethodSpec(BaseModel):
+    """A named method: a built-in name, or a name with its own config changes."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    config: dict[str, Any] = Field(default_factory=dict, description="config sections merged over the base")
+
+
+class PartitionSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    scheme: str = "pathological"
+    classes_per_client: int | None = None
+    min_per_client: int | None = None
+    alpha: float | None = None
+
+
+class ComparisonConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = "comparison"
+    base_preset: str | None = Field(None, description="experiment preset the base starts from")
+    base: dict[str, Any] = Field(default_factory=dict, description="experiment config sections over the preset")
+    methods: list[str | MethodSpec] = Field(min_length=1)
+    partitions: list[PartitionSpec] = Field(default_factory=lambda: [PartitionSpec(name="base")])
+    ratios: list[str] = Field(default_factory=list, description="capability ratios (empty: the base config's)")
+    seeds: list[int] = Field([0, 1, 2], min_length=1)
+    target_accuracy: float | None = Field(None, gt=0, le=1, description="report rounds to reach this accuracy")
+
+    @field_validator("methods")
+    @classmethod
+    def _known(cls, methods: list[str | MethodSpec]) -> list[str | MethodSpec]:
+        for method in methods:
+            if isinstance(method, str) and method not in known_methods():
+                raise ValueError(f"unknown method {method!r}; built-in: {', '.join(known_methods())}")
+        return methods
+
+
+@dataclass(frozen=True)
+class Cell:
+    method: str
+    partition: str
+    ratio: str | None
+    seed: int
+
+    @property
+    def cell_id(self) -> str:
+        ratio = f"__roc{self.ratio.replace(':', '-')}" if self.ratio else ""
+        return f"{self.method}__{self.partition}{ratio}__seed{self.seed}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "partition": self.partition, "ratio": self.ratio, "seed": self.seed}
+
+
+def comparison_preset_names() -> list[str]:
+    files = importlib.resources.files(COMPARISON_PRESETS)
+    return sorted(entry.name[: -len(".yaml")] for entry in files.iterdir() if entry.name.endswith(".yaml"))
+
+
+def _set_path(data: dict[str, Any], assignment: str) -> dict[str, Any]:
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {assignment!r} must look like field=value, e.g. seeds=[0] or base.federation.rounds=4")
+    value = _parse_yaml(f"value: {raw}", f"override {key!r}")["value"]
+    update: dict[str, Any] = {}
+    cursor = update
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        cursor = cursor.setdefault(part, {})
+    cursor[parts[-1]] = value
+    return _deep_merge(data, update)
+
+
+def load_comparison(preset: str | None, path: Path | None, overrides: list[str]) -> ComparisonConfig:
+    data: dict[str, Any] = {}
+    if preset is not None:
+        if preset not in comparison_preset_names():
+            raise ConfigError(f"unknown comparison preset {preset!r}; available: {', '.join(comparison_preset_names())}")
+        data = _parse_yaml((importlib.resources.files(COMPARISON_PRESETS) / f"{preset}.yaml").read_text(), preset)
+    if path is not None:
+        try:
+            data = _deep_merge(data, _parse_yaml(Path(path).read_text(), f"comparison file {path}"))
+        except OSError as exc:
+            raise ConfigError(f"comparison file {str(path)!r} cannot be read ({exc.strerror})") from None
+    for assignment in overrides:
+        data = _set_path(data, assignment)
+    if not data:
+        raise ConfigError("compare needs --preset or --config (see `fedhello presets`)")
+    try:
+        return ComparisonConfig.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        location = ".".join(str(part) for part in error["loc"])
+        raise ConfigError(f"comparison field '{location}': {pydantic_message(error)}") from None
+
+
+def cells(comparison: ComparisonConfig) -> list[Cell]:
+    names = [method if isinstance(method, str) else method.name for method in comparison.methods]
+    return [
+        Cell(method, partition.name, ratio, seed)
+        for partition in comparison.partitions
+        for ratio in (comparison.ratios or [None])
+        for method in names
+        for seed in comparison.seeds
+    ]
+
+
+def cell_config(comparison: ComparisonConfig, cell: Cell) -> ExperimentConfig:
+    """The experiment config of one cell: preset, base, method, partition, ratio, seed."""
+    data = read_preset(comparison.base_preset) if comparison.base_preset else {}
+    data = _merge_layer(data, comparison.base)
+    method = next(m for m in comparison.methods if (m if isinstance(m, str) else m.name) == cell.method)
+    if isinstance(method, MethodSpec):
+        data = _merge_layer(data, method.config)
+    elif method == CENTRALIZED:
+        data = _merge_layer(data, centralized_overrides(data))
+    else:
+        data = _merge_layer(data, BUILTIN_METHODS[method])
+    partition = next(p for p in comparison.partitions if p.name == cell.partition)
+    if partition.name != "base" and cell.method != CENTRALIZED:
+        fields = partition.model_dump(exclude={"name"}, exclude_none=True)
+        data = _deep_merge(data, {"partition": fields})
+    if cell.ratio is not None:
+        data = _deep_merge(data, {"groups": {"ratio": cell.ratio}})
+    data = _deep_merge(data, {"seed": cell.seed, "name": cell.cell_id})
+    try:
+        return build_config(data)
+    except ConfigError as error:
+        raise ConfigError(f"comparison cell {cell.cell_id}: {error}") from None
+
+
+def is_complete(run_dir: Path) -> bool:
+    return (run_dir / COMPLETE_MARKER).exists() and (run_dir / "cell.json").exists()
+
+
+def run_comparison(comparison: ComparisonConfig, out_dir: Path, progress: bool = True) -> list[Path]:
+    """Run every incomplete cell; return all cell run directories (in grid order)."""
+    from fedhello.runner import run_experiment
+
+    grid = cells(comparison)
+    configs = [cell_config(comparison, cell) for cell in grid]  # reject bad cells before running any
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "comparison.yaml").write_text(yaml.safe_dump(comparison.model_dump(mode="json"), sort_keys=False))
+    run_dirs = []
+    for index, (cell, config) in enumerate(zip(grid, configs), start=1):
+        run_dir = out_dir / "runs" / cell.cell_id
+        run_dirs.append(run_dir)
+        if is_complete(run_dir):
+            print(f"[{index}/{len(grid)}] {cell.cell_id}: complete, skipped", flush=True)
+            continue
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        print(f"[{index}/{len(grid)}] {cell.cell_id}", flush=True)
+        config.output.progress = progress
+        run_dir.mkdir(parents=True)
+        (run_dir / "cell.json").write_text(json.dumps(cell.as_dict()))
+        run_experiment(config, run_dir)
+    return run_dirs

@@ -1,0 +1,230 @@
+"""Tables and plots of a comparison grid, computed from the runs' files alone.
+
+Per run: best and final accuracy (and final macro-F1), the first round reaching the
+target accuracy, total bytes communicated, total client compute time, peak client
+activation memory and per-layer training counts. Per (method, partition, ratio):
+mean and sample standard deviation (ddof=1) over seeds.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+from matplotlib.figure import Figure
+
+from fedhello.outputs.run_writer import read_jsonl
+from fedhello.outputs.summary import format_table
+
+SUMMARY_METRICS = ("best_accuracy", "final_accuracy", "final_macro_f1", "total_bytes", "client_time_s", "peak_activation_mib")
+
+
+@dataclass
+class RunMetrics:
+    method: str
+    partition: str
+    ratio: str | None
+    seed: int
+    best_accuracy: float
+    final_accuracy: float
+    final_macro_f1: float
+    rounds_to_target: int | None
+    total_bytes: int
+    client_time_s: float
+    peak_activation_mib: float
+    eval_rounds: list[int]
+    eval_accuracy: list[float]
+    cumulative_bytes: list[int]
+    layer_counts: list[int]
+
+    @property
+    def group(self) -> tuple[str, str, str | None]:
+        return (self.method, self.partition, self.ratio)
+
+
+def run_metrics(run_dir: Path, target_accuracy: float | None) -> RunMetrics:
+    cell = json.loads((run_dir / "cell.json").read_text())
+    rounds = read_jsonl(run_dir / "metrics.jsonl")
+    clients = read_jsonl(run_dir / "clients.jsonl")
+    evaluated = [r for r in rounds if "eval" in r]
+    accuracies = [r["eval"]["accuracy"] for r in evaluated]
+    cumulative = np.cumsum([r["bytes_down"] + r["bytes_up"] for r in rounds])
+    reached = [r["round"] for r in evaluated if target_accuracy is not None and r["eval"]["accuracy"] >= target_accuracy]
+    return RunMetrics(
+        method=cell["method"],
+        partition=cell["partition"],
+        ratio=cell["ratio"],
+        seed=cell["seed"],
+        best_accuracy=max(accuracies),
+        final_accuracy=accuracies[-1],
+        final_macro_f1=evaluated[-1]["eval"]["macro_f1"],
+        rounds_to_target=reached[0] if reached else None,
+        total_bytes=int(cumulative[-1]),
+        client_time_s=float(sum(c["wall_time_s"] for c in clients)),
+        peak_activation_mib=max(c["activation_bytes"] for c in clients) / 2**20,
+        eval_rounds=[r["round"] for r in evaluated],
+        eval_accuracy=accuracies,
+        cumulative_bytes=[int(cumulative[r["round"] - 1]) for r in evaluated],
+        layer_counts=np.sum([r["layer_counts"] for r in rounds], axis=0).astype(int).tolist(),
+    )
+
+
+def collect_runs(grid_dir: Path, target_accuracy: float | None, method_order: list[str] | None = None) -> list[RunMetrics]:
+    """Completed runs, ordered by the comparison's method order, then partition, ratio and seed."""
+    runs = [
+        run_metrics(run_dir, target_accuracy)
+        for run_dir in sorted((grid_dir / "runs").glob("*"))
+        if (run_dir / "cell.json").exists() and (run_dir / "summary.md").exists()
+    ]
+    order = {method: index for index, method in enumerate(method_order or [])}
+    return sorted(runs, key=lambda run: (order.get(run.method, len(order)), run.method, run.partition, run.ratio or "", run.seed))
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    array = np.asarray(values, dtype=np.float64)
+    return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else 0.0
+
+
+def summarise(runs: list[RunMetrics]) -> list[dict]:
+    """One row per (method, partition, ratio), in first-seen order."""
+    groups: dict[tuple, list[RunMetrics]] = defaultdict(list)
+    for run in runs:
+        groups[run.group].append(run)
+    rows = []
+    for (method, partition, ratio), members in groups.items():
+        row: dict = {"method": method, "partition": partition, "ratio": ratio or "", "seeds": len(members)}
+        for metric in SUMMARY_METRICS:
+            row[f"{metric}_mean"], row[f"{metric}_std"] = mean_std([getattr(run, metric) for run in members])
+        reached = [run.rounds_to_target for run in members if run.rounds_to_target is not None]
+        row["rounds_to_target_mean"] = float(np.mean(reached)) if reached else None
+        row["target_reached"] = f"{len(reached)}/{len(members)}"
+        rows.append(row)
+    return rows
+
+
+def _pm(row: dict, metric: str, scale: float = 1.0, digits: int = 2) -> str:
+    return f"{row[f'{metric}_mean'] * scale:.{digits}f} ± {row[f'{metric}_std'] * scale:.{digits}f}"
+
+
+def markdown_table(rows: list[dict], target_accuracy: float | None) -> str:
+    show_ratio = any(row["ratio"] for row in rows)
+    headers = ["method", "partition", *(["ratio"] if show_ratio else []), "seeds", "best acc %", "final acc %",
+               "final macro-F1 %", f"rounds to {target_accuracy:.0%}" if target_accuracy else "rounds to target",
+               "MB communicated", "client compute s", "peak activation MiB"]
+    body = []
+    for row in rows:
+        rounds = "—" if row["rounds_to_target_mean"] is None else f"{row['rounds_to_target_mean']:.1f}"
+        body.append([
+            row["method"], row["partition"], *([row["ratio"]] if show_ratio else []), row["seeds"],
+            _pm(row, "best_accuracy", 100, 1), _pm(row, "final_accuracy", 100, 1), _pm(row, "final_macro_f1", 100, 1),
+            f"{rounds} ({row['target_reached']})", _pm(row, "total_bytes", 1e-6, 1), _pm(row, "client_time_s", 1, 0),
+            f"{row['peak_activation_mib_mean']:.0f}",
+        ])
+    return format_table(headers, body)
+
+
+def write_csv(rows: list[dict], path: Path) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def _panels(runs: list[RunMetrics]) -> list[tuple[str, str | None]]:
+    return list(dict.fromkeys((run.partition, run.ratio) for run in runs))
+
+
+def _methods(runs: list[RunMetrics]) -> list[str]:
+    return list(dict.fromkeys(run.method for run in runs))
+
+
+def _band(members: list[RunMetrics], values: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    length = min(len(run.eval_rounds) for run in members)
+    x = np.asarray(members[0].eval_rounds[:length], dtype=float)
+    y = np.asarray([getattr(run, values)[:length] for run in members], dtype=float)
+    return x, y.mean(0), y.std(0)
+
+
+def plot_accuracy(runs: list[RunMetrics], path: Path, versus: str) -> Path:
+    """Mean accuracy with a ±1 std band over seeds, per method; one panel per partition/ratio."""
+    panels = _panels(runs)
+    figure = Figure(figsize=(6.5 * len(panels), 4.6))
+    axes = figure.subplots(1, len(panels), squeeze=False)[0]
+    colors = {method: f"C{i % 10}" for i, method in enumerate(_methods(runs))}
+    for axis, (partition, ratio) in zip(axes, panels):
+        for method in colors:
+            members = [r for r in runs if r.method == method and r.partition == partition and r.ratio == ratio]
+            if not members:
+                continue
+            _, mean, std = _band(members, "eval_accuracy")
+            if versus == "round":
+                x = _band(members, "eval_accuracy")[0]
+            else:
+                x = np.mean([run.cumulative_bytes[: len(mean)] for run in members], axis=0) / 1e6
+            linestyle = "--" if method in ("full", "centralized", "local") else "-"
+            axis.plot(x, mean, marker="o", markersize=3, color=colors[method], linestyle=linestyle, label=method)
+            axis.fill_between(x, mean - std, mean + std, color=colors[method], alpha=0.15)
+        axis.set_title(f"{partition}" + (f", RoC {ratio}" if ratio else ""))
+        axis.set_xlabel("round" if versus == "round" else "MB communicated (down + up)")
+        axis.set_ylabel("test accuracy")
+        axis.grid(alpha=0.3)
+    axes[-1].legend(fontsize=7, loc="lower right", ncol=2)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    return path
+
+
+def plot_layer_counts(runs: list[RunMetrics], path: Path) -> Path:
+    """Mean per-layer training counts (client-rounds) per method, first partition/ratio."""
+    partition, ratio = _panels(runs)[0]
+    methods = [m for m in _methods(runs) if any(r.method == m for r in runs)]
+    num_layers = len(runs[0].layer_counts)
+    figure = Figure(figsize=(max(7.0, 0.6 * len(methods) * num_layers / 3), 4.2))
+    axis = figure.subplots()
+    width = 0.8 / len(methods)
+    for index, method in enumerate(methods):
+        members = [r for r in runs if r.method == method and r.partition == partition and r.ratio == ratio]
+        if not members:
+            continue
+        counts = np.mean([run.layer_counts for run in members], axis=0)
+        axis.bar(np.arange(num_layers) + index * width - 0.4 + width / 2, counts, width, label=method, color=f"C{index % 10}")
+    axis.set_xticks(range(num_layers))
+    axis.set_xlabel("layer (0 = input side)")
+    axis.set_ylabel("client-rounds that trained the layer")
+    axis.set_title(f"Per-layer training counts ({partition})")
+    axis.legend(fontsize=7, ncol=3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    return path
+
+
+def write_report(grid_dir: Path, target_accuracy: float | None = None) -> str:
+    """Regenerate comparison.md/.csv, runs.csv and the plots from the grid's run files."""
+    saved = yaml.safe_load((grid_dir / "comparison.yaml").read_text()) if (grid_dir / "comparison.yaml").exists() else {}
+    if target_accuracy is None:
+        target_accuracy = saved.get("target_accuracy")
+    method_order = [m if isinstance(m, str) else m["name"] for m in saved.get("methods", [])]
+    runs = collect_runs(grid_dir, target_accuracy, method_order)
+    if not runs:
+        raise FileNotFoundError(f"{grid_dir} holds no completed comparison runs (runs/*/cell.json + summary.md)")
+    rows = summarise(runs)
+    table = markdown_table(rows, target_accuracy)
+    write_csv(rows, grid_dir / "comparison.csv")
+    write_csv([{key: value for key, value in vars(run).items() if not isinstance(value, list)} for run in runs],
+              grid_dir / "runs.csv")
+    plot_accuracy(runs, grid_dir / "accuracy_vs_round.png", "round")
+    plot_accuracy(runs, grid_dir / "accuracy_vs_bytes.png", "bytes")
+    plot_layer_counts(runs, grid_dir / "layer_counts.png")
+    (grid_dir / "comparison.md").write_text(
+        f"# Comparison: {grid_dir.name}\n\nMean ± sample std over seeds; accuracy is the last evaluation "
+        f"(final) or the best evaluation over rounds (best).\n\n{table}\n\n"
+        "![accuracy vs round](accuracy_vs_round.png)\n\n![accuracy vs bytes](accuracy_vs_bytes.png)\n\n"
+        "![per-layer training counts](layer_counts.png)\n"
+    )
+    return table
