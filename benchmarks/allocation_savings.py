@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import torch
 
 from fedhello.config import ExperimentConfig
-from fedhello.models.classifier import load_sequence_classifier
+from fedhello.models.classifier import load_classifier
 from fedhello.models.federated_model import FederatedModel
 from fedhello.training import SavedActivationMeter, autocast_for
 
@@ -131,7 +131,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else "cpu" if args.device == "auto" else args.device)
     config = ExperimentConfig()
-    federated = load_sequence_classifier(config, NUM_LABELS, device)
+    federated = load_classifier(config, NUM_LABELS, device)
     federated.model.train()
     num_layers = federated.layer_map.num_layers
     k = args.layers_trained or num_layers // 2

@@ -28,7 +28,9 @@ class _Section(BaseModel):
 
 class ModelConfig(_Section):
     name: str = Field("minilm-l6", description="offline alias (see `fedhello datasets`), a local folder, or a Hugging Face hub id")
-    task: Literal["sequence_classification"] = Field("sequence_classification", description="model head family")
+    task: Literal["sequence_classification", "image_classification"] = Field(
+        "sequence_classification", description="model head family; must fit the dataset (texts or images)"
+    )
     max_length: int = Field(64, ge=8, le=8192, description="tokens per example (truncation and padding)")
     train_pooler: bool = Field(
         True,

@@ -7,13 +7,13 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, f1_score
 
-from fedhello.data.tokenize import EncodedSplit
+from fedhello.data.splits import Split
 from fedhello.models.federated_model import FederatedModel
 from fedhello.training import autocast_for
 
 
 @torch.inference_mode()
-def evaluate(federated: FederatedModel, data: EncodedSplit, indices: np.ndarray, batch_size: int) -> dict[str, float]:
+def evaluate(federated: FederatedModel, data: Split, indices: np.ndarray, batch_size: int) -> dict[str, float]:
     model = federated.model
     device = federated.device
     model.eval()

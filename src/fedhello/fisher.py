@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.func import functional_call, grad, vmap
 
-from fedhello.data.tokenize import EncodedSplit
+from fedhello.data.splits import Split
 from fedhello.models.federated_model import FederatedModel, TensorState
 from fedhello.models.layers import LayerMap
 
@@ -48,11 +48,15 @@ def per_sample_gradients(
     model = federated.model
     parameters = federated.parameters_by_name()
     differentiated = {name: parameters[name].detach() for name in names}
-    mask = additive_attention_mask(batch["attention_mask"], torch.float32, causal=is_causal_model(model))
+    inputs = {key: value for key, value in batch.items() if key != "labels"}
+    if "attention_mask" in inputs:
+        inputs["attention_mask"] = additive_attention_mask(
+            inputs["attention_mask"], torch.float32, causal=is_causal_model(model)
+        )
 
-    def sample_objective(params: TensorState, input_ids, sample_mask, label) -> torch.Tensor:
+    def sample_objective(params: TensorState, sample_inputs: dict[str, torch.Tensor], label) -> torch.Tensor:
         logits = functional_call(
-            model, params, args=(), kwargs={"input_ids": input_ids[None], "attention_mask": sample_mask[None]}
+            model, params, args=(), kwargs={key: value[None] for key, value in sample_inputs.items()}
         ).logits[0]
         scores = torch.log_softmax(logits, -1) if objective == "log_likelihood" else logits
         return scores.gather(0, label[None])[0]
@@ -63,13 +67,11 @@ def per_sample_gradients(
     with warnings.catch_warnings(), torch.no_grad():
         # Fused CPU attention has no vmap batching rule yet; torch falls back to a loop and says so.
         warnings.filterwarnings("ignore", message="There is a performance drop")
-        return vmap(grad(sample_objective), in_dims=(None, 0, 0, 0))(
-            differentiated, batch["input_ids"], mask, batch["labels"]
-        )
+        return vmap(grad(sample_objective), in_dims=(None, 0, 0))(differentiated, inputs, batch["labels"])
 
 
 def lora_fisher_diagonal(
-    federated: FederatedModel, proxy: EncodedSplit, batch_size: int, objective: Objective = "log_likelihood"
+    federated: FederatedModel, proxy: Split, batch_size: int, objective: Objective = "log_likelihood"
 ) -> TensorState:
     """Mean squared per-sample gradient of every LoRA tensor over the proxy set (eval mode)."""
     names = list(federated.layer_map.all_names)

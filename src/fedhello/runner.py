@@ -21,11 +21,12 @@ from tqdm.auto import tqdm
 from fedhello.allocation.groups import resolve_budgets
 from fedhello.allocation.registry import build_strategy
 from fedhello.config import ExperimentConfig, config_to_yaml, load_config
-from fedhello.data.datasets import load_dataset
+from fedhello.data.datasets import ImageClassificationData, load_dataset
+from fedhello.data.images import image_split
 from fedhello.data.partition import partition_indices, partition_summary
 from fedhello.data.tokenize import encode_texts
 from fedhello.errors import ConfigError
-from fedhello.models.classifier import load_sequence_classifier
+from fedhello.models.classifier import load_classifier
 from fedhello.outputs import RunWriter, plots
 from fedhello.outputs.run_writer import read_jsonl
 from fedhello.outputs.summary import format_table, summary_table_rows, write_summary
@@ -71,20 +72,27 @@ def prepare_task(config: ExperimentConfig) -> FederatedTask:
     proxy_positions, client_positions = np.sort(shuffled[:proxy_size]), np.sort(shuffled[proxy_size:])
     _check_against_data(config, len(client_positions), data.num_classes)
 
+    images = isinstance(data, ImageClassificationData)
+    if images != (config.model.task == "image_classification"):
+        raise ConfigError(
+            f"config field 'model.task': {config.model.task} does not fit dataset {config.data.dataset!r} "
+            f"({'images' if images else 'texts'})"
+        )
     device = select_device(config.device)
-    federated = load_sequence_classifier(config, data.num_classes, device)
+    federated = load_classifier(config, data.num_classes, device)
     resolve_budgets(config.groups.budgets, federated.layer_map.num_layers)
 
-    tokenizer, max_length = federated.tokenizer, config.model.max_length
-    train = encode_texts(
-        tokenizer, [data.train_texts[i] for i in client_positions], data.train_labels[client_positions], max_length
-    )
-    test = encode_texts(tokenizer, [data.test_texts[i] for i in test_positions], data.test_labels[test_positions], max_length)
-    proxy = (
-        encode_texts(tokenizer, [data.train_texts[i] for i in proxy_positions], data.train_labels[proxy_positions], max_length)
-        if proxy_size
-        else None
-    )
+    def encode(split: str, positions: np.ndarray):
+        labels = getattr(data, f"{split}_labels")[positions]
+        if images:
+            num_channels = federated.model.get_base_model().config.num_channels
+            return image_split(getattr(data, f"{split}_images")[positions], labels, federated.preprocessor, num_channels)
+        texts = getattr(data, f"{split}_texts")
+        return encode_texts(federated.preprocessor, [texts[i] for i in positions], labels, config.model.max_length)
+
+    train = encode("train", client_positions)
+    test = encode("test", test_positions)
+    proxy = encode("train", proxy_positions) if proxy_size else None
     partition = config.partition
     client_indices = partition_indices(
         train.labels.numpy(),

@@ -21,7 +21,7 @@ from fedhello.allocation.base import AllocationContext, AllocationStrategy, Clie
 from fedhello.allocation.groups import assign_groups, resolve_budgets
 from fedhello.allocation.ranks import pad_factor
 from fedhello.config import ExperimentConfig
-from fedhello.data.tokenize import EncodedSplit
+from fedhello.data.splits import Split
 from fedhello.evaluation import evaluate
 from fedhello.fisher import layer_scores, lora_fisher_diagonal
 from fedhello.models.federated_model import FederatedModel
@@ -34,9 +34,9 @@ class FederatedTask:
     """Everything a simulation needs that does not change across rounds."""
 
     federated: FederatedModel
-    train: EncodedSplit
-    test: EncodedSplit
-    proxy: EncodedSplit | None
+    train: Split
+    test: Split
+    proxy: Split | None
     client_indices: list[np.ndarray]
     label_names: tuple[str, ...]
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedhello.data.tokenize import EncodedSplit
+from fedhello.data.splits import Split
 from fedhello.models.federated_model import FederatedModel
 
 
@@ -92,7 +92,7 @@ def autocast_for(device: torch.device):
 
 def train_locally(
     federated: FederatedModel,
-    data: EncodedSplit,
+    data: Split,
     sample_indices: np.ndarray,
     trainable_names: list[str],
     settings: LocalTrainingSettings,

@@ -31,8 +31,27 @@ class TextClassificationData:
 
 
 @dataclass(frozen=True)
+class ImageClassificationData:
+    """Images as uint8 arrays [N, H, W, C] with integer labels."""
+
+    name: str
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    label_names: tuple[str, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.label_names)
+
+
+ClassificationData = TextClassificationData | ImageClassificationData
+
+
+@dataclass(frozen=True)
 class DatasetEntry:
-    loader: Callable[[], TextClassificationData]
+    loader: Callable[[], ClassificationData]
     description: str
 
 
@@ -40,7 +59,7 @@ DATASETS: dict[str, DatasetEntry] = {}
 
 
 def register_dataset(name: str, description: str):
-    def decorator(loader: Callable[[], TextClassificationData]) -> Callable[[], TextClassificationData]:
+    def decorator(loader: Callable[[], ClassificationData]) -> Callable[[], ClassificationData]:
         DATASETS[name] = DatasetEntry(loader, description)
         return loader
 
@@ -79,26 +98,54 @@ def load_20newsgroups() -> TextClassificationData:
     )
 
 
-def load_hub_dataset(hub_id: str) -> TextClassificationData:
-    """`hf:<id>`: a hub dataset with `text` and `label` columns and train/test splits (needs internet)."""
+@register_dataset("digits", "scikit-learn's 8x8 handwritten digits, 10 classes, 1,397 train / 400 test (offline, images)")
+def load_digits_images() -> ImageClassificationData:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = (digits.images * (255.0 / 16.0)).round().astype(np.uint8)[..., None]
+    order = np.random.default_rng(0).permutation(len(images))  # a fixed split, part of the dataset's definition
+    train, test = order[:-400], order[-400:]
+    return ImageClassificationData(
+        "digits", images[train], digits.target[train].astype(np.int64), images[test],
+        digits.target[test].astype(np.int64), tuple(str(d) for d in range(10)),
+    )
+
+
+def _hub_label_column(features) -> str:
+    for candidate in ("label", "fine_label", "labels"):
+        if candidate in features:
+            return candidate
+    raise ConfigError(f"config field 'data.dataset': no label column among {list(features)}")
+
+
+def load_hub_dataset(hub_id: str) -> ClassificationData:
+    """`hf:<id>`: a hub dataset with train/test splits and a text or image column (needs internet)."""
     try:
         import datasets as hf_datasets
     except ImportError:
         raise ConfigError("config field 'data.dataset': hub datasets need `pip install fedhello[hub]`") from None
     loaded = hf_datasets.load_dataset(hub_id)
-    label_feature = loaded["train"].features["label"]
-    label_names = tuple(getattr(label_feature, "names", None) or map(str, sorted(set(loaded["train"]["label"]))))
+    features = loaded["train"].features
+    label_column = _hub_label_column(features)
+    label_feature = features[label_column]
+    label_names = tuple(getattr(label_feature, "names", None) or map(str, sorted(set(loaded["train"][label_column]))))
+    image_columns = [name for name, feature in features.items() if isinstance(feature, hf_datasets.Image)]
+
+    def labels(split: str) -> np.ndarray:
+        return np.asarray(loaded[split][label_column], dtype=np.int64)
+
+    if image_columns:
+        def images(split: str) -> np.ndarray:
+            return np.stack([np.asarray(image.convert("RGB")) for image in loaded[split][image_columns[0]]])
+
+        return ImageClassificationData(hub_id, images("train"), labels("train"), images("test"), labels("test"), label_names)
     return TextClassificationData(
-        hub_id,
-        list(loaded["train"]["text"]),
-        np.asarray(loaded["train"]["label"], dtype=np.int64),
-        list(loaded["test"]["text"]),
-        np.asarray(loaded["test"]["label"], dtype=np.int64),
-        label_names,
+        hub_id, list(loaded["train"]["text"]), labels("train"), list(loaded["test"]["text"]), labels("test"), label_names
     )
 
 
-def load_dataset(name: str) -> TextClassificationData:
+def load_dataset(name: str) -> ClassificationData:
     if name.startswith("hf:"):
         return load_hub_dataset(name[len("hf:") :])
     if name not in DATASETS:

@@ -1,10 +1,19 @@
-"""Load a Hugging Face sequence classifier (offline alias, local folder or hub id) with LoRA."""
+"""Load a Hugging Face classifier (offline alias, local folder or hub id) with LoRA.
+
+Text: AutoModelForSequenceClassification + tokenizer. Images: AutoModelForImageClassification
++ image processor (a new head replaces the checkpoint's, e.g. ViT in21k's).
+"""
 
 from __future__ import annotations
 
 import torch
 import transformers
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import (
+    AutoImageProcessor,
+    AutoModelForImageClassification,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+)
 
 from fedhello.config import ExperimentConfig
 from fedhello.models.federated_model import FederatedModel
@@ -13,15 +22,21 @@ from fedhello.models.sources import resolve_model_source
 from fedhello.seeding import torch_seed
 
 
-def load_sequence_classifier(config: ExperimentConfig, num_labels: int, device: torch.device) -> FederatedModel:
+def load_classifier(config: ExperimentConfig, num_labels: int, device: torch.device) -> FederatedModel:
     source = resolve_model_source(config.model.name)
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    images = config.model.task == "image_classification"
+    if images:
+        preprocessor = AutoImageProcessor.from_pretrained(source)
+        model_class, extra = AutoModelForImageClassification, {"ignore_mismatched_sizes": True}
+    else:
+        preprocessor = AutoTokenizer.from_pretrained(source)
+        model_class, extra = AutoModelForSequenceClassification, {}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(torch_seed(config.seed, "init", 0))
-        model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=num_labels)
-    if model.config.pad_token_id is None and tokenizer.pad_token_id is not None:
-        model.config.pad_token_id = tokenizer.pad_token_id
+        model = model_class.from_pretrained(source, num_labels=num_labels, **extra)
+    if not images and model.config.pad_token_id is None and preprocessor.pad_token_id is not None:
+        model.config.pad_token_id = preprocessor.pad_token_id
     peft_model = inject_lora(model, config.lora, torch_seed(config.seed, "init", 1))
-    return FederatedModel.wrap(peft_model.to(device), train_pooler=config.model.train_pooler, tokenizer=tokenizer)
+    return FederatedModel.wrap(peft_model.to(device), train_pooler=config.model.train_pooler, preprocessor=preprocessor)

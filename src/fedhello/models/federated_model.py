@@ -26,11 +26,11 @@ class FederatedModel:
     model: peft.PeftModel
     layer_map: LayerMap
     head_names: tuple[str, ...]
-    tokenizer: Any = None
+    preprocessor: Any = None  # tokenizer or image processor
 
     @classmethod
-    def wrap(cls, model: peft.PeftModel, *, train_pooler: bool, tokenizer: Any = None) -> FederatedModel:
-        return cls(model, build_layer_map(model), head_parameter_names(model, train_pooler=train_pooler), tokenizer)
+    def wrap(cls, model: peft.PeftModel, *, train_pooler: bool, preprocessor: Any = None) -> FederatedModel:
+        return cls(model, build_layer_map(model), head_parameter_names(model, train_pooler=train_pooler), preprocessor)
 
     @property
     def exchanged_names(self) -> tuple[str, ...]:
