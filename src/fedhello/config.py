@@ -210,7 +210,7 @@ def read_preset(name: str) -> dict[str, Any]:
     if name not in preset_names():
         raise ConfigError(f"unknown preset {name!r}; available: {', '.join(preset_names())}")
     text = (importlib.resources.files(PRESET_PACKAGE) / f"{name}.yaml").read_text()
-    return _parse_yaml(text, f"preset {name}")
+    return parse_yaml(text, f"preset {name}")
 
 
 def preset_description(name: str, comparison: bool = False) -> str:
@@ -220,7 +220,7 @@ def preset_description(name: str, comparison: bool = False) -> str:
     return first.lstrip("# ").strip() if first.startswith("#") else ""
 
 
-def _parse_yaml(text: str, origin: str) -> dict[str, Any]:
+def parse_yaml(text: str, origin: str) -> dict[str, Any]:
     try:
         data = _load_yaml(text)
     except yaml.YAMLError as exc:
@@ -232,20 +232,20 @@ def _parse_yaml(text: str, origin: str) -> dict[str, Any]:
     return data
 
 
-def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "params":
-            merged[key] = _deep_merge(merged[key], value)
+            merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = value
     return merged
 
 
-def _merge_layer(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+def merge_layer(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     """Merge one config layer; switching the strategy drops the previous strategy's params,
     which belong to that strategy only (unless the same layer gives new ones)."""
-    merged = _deep_merge(base, update)
+    merged = deep_merge(base, update)
     new_allocation = update.get("allocation")
     old_allocation = base.get("allocation") if isinstance(base.get("allocation"), dict) else {}
     if isinstance(new_allocation, dict) and "strategy" in new_allocation and "params" not in new_allocation:
@@ -303,7 +303,7 @@ def apply_override(data: dict[str, Any], assignment: str) -> dict[str, Any]:
         params = dict(params or {})
         params[parts[-1]] = value
         update = {"allocation": {"params": params}}
-    return _merge_layer(data, update)
+    return merge_layer(data, update)
 
 
 def _describe_error(exc: ValidationError) -> str:
@@ -344,7 +344,7 @@ def load_config(preset: str | None = None, path: Path | None = None, overrides: 
             raise ConfigError(f"config file {str(path)!r} cannot be read ({exc.strerror})") from None
         except UnicodeDecodeError:
             raise ConfigError(f"config file {str(path)!r} is not UTF-8 text") from None
-        data = _merge_layer(data, _parse_yaml(text, f"config file {path}"))
+        data = merge_layer(data, parse_yaml(text, f"config file {path}"))
     for assignment in overrides or []:
         data = apply_override(data, assignment)
     return build_config(data)

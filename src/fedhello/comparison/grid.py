@@ -20,9 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from fedhello.comparison.methods import BUILTIN_METHODS, CENTRALIZED, centralized_overrides, known_methods
 from fedhello.config import (
     ExperimentConfig,
-    _deep_merge,
-    _merge_layer,
-    _parse_yaml,
+    deep_merge,
+    merge_layer,
+    parse_yaml,
     build_config,
     read_preset,
 )
@@ -94,14 +94,14 @@ def _set_path(data: dict[str, Any], assignment: str) -> dict[str, Any]:
     key, sep, raw = assignment.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override {assignment!r} must look like field=value, e.g. seeds=[0] or base.federation.rounds=4")
-    value = _parse_yaml(f"value: {raw}", f"override {key!r}")["value"]
+    value = parse_yaml(f"value: {raw}", f"override {key!r}")["value"]
     update: dict[str, Any] = {}
     cursor = update
     parts = key.strip().split(".")
     for part in parts[:-1]:
         cursor = cursor.setdefault(part, {})
     cursor[parts[-1]] = value
-    return _deep_merge(data, update)
+    return deep_merge(data, update)
 
 
 def load_comparison(preset: str | None, path: Path | None, overrides: list[str]) -> ComparisonConfig:
@@ -109,10 +109,10 @@ def load_comparison(preset: str | None, path: Path | None, overrides: list[str])
     if preset is not None:
         if preset not in comparison_preset_names():
             raise ConfigError(f"unknown comparison preset {preset!r}; available: {', '.join(comparison_preset_names())}")
-        data = _parse_yaml((importlib.resources.files(COMPARISON_PRESETS) / f"{preset}.yaml").read_text(), preset)
+        data = parse_yaml((importlib.resources.files(COMPARISON_PRESETS) / f"{preset}.yaml").read_text(), preset)
     if path is not None:
         try:
-            data = _deep_merge(data, _parse_yaml(Path(path).read_text(), f"comparison file {path}"))
+            data = deep_merge(data, parse_yaml(Path(path).read_text(), f"comparison file {path}"))
         except OSError as exc:
             raise ConfigError(f"comparison file {str(path)!r} cannot be read ({exc.strerror})") from None
     for assignment in overrides:
@@ -141,21 +141,21 @@ def cells(comparison: ComparisonConfig) -> list[Cell]:
 def cell_config(comparison: ComparisonConfig, cell: Cell) -> ExperimentConfig:
     """The experiment config of one cell: preset, base, method, partition, ratio, seed."""
     data = read_preset(comparison.base_preset) if comparison.base_preset else {}
-    data = _merge_layer(data, comparison.base)
+    data = merge_layer(data, comparison.base)
     method = next(m for m in comparison.methods if (m if isinstance(m, str) else m.name) == cell.method)
     if isinstance(method, MethodSpec):
-        data = _merge_layer(data, method.config)
+        data = merge_layer(data, method.config)
     elif method == CENTRALIZED:
-        data = _merge_layer(data, centralized_overrides(data))
+        data = merge_layer(data, centralized_overrides(data))
     else:
-        data = _merge_layer(data, BUILTIN_METHODS[method])
+        data = merge_layer(data, BUILTIN_METHODS[method])
     partition = next(p for p in comparison.partitions if p.name == cell.partition)
     if partition.name != "base" and cell.method != CENTRALIZED:
         fields = partition.model_dump(exclude={"name"}, exclude_none=True)
-        data = _deep_merge(data, {"partition": fields})
+        data = deep_merge(data, {"partition": fields})
     if cell.ratio is not None:
-        data = _deep_merge(data, {"groups": {"ratio": cell.ratio}})
-    data = _deep_merge(data, {"seed": cell.seed, "name": cell.cell_id})
+        data = deep_merge(data, {"groups": {"ratio": cell.ratio}})
+    data = deep_merge(data, {"seed": cell.seed, "name": cell.cell_id})
     try:
         return build_config(data)
     except ConfigError as error:

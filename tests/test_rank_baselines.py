@@ -1,0 +1,367 @@
+"""Rank-heterogeneous baselines (HetLoRA, FlexLoRA), the `local` lower bound, rank masks
+in local training, and a simulator round with clients at different LoRA ranks.
+
+Strategy tests use hand-made layouts and tensors, so every expected value is computed
+here by hand from the method's definition (SPEC §2.5).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fedhello.aggregation import ClientUpdate, state_bytes
+from fedhello.allocation.base import AllocationContext, ClientSlot, ModelLayout
+from fedhello.allocation.ranks import budget_ranks, pad_factor
+from fedhello.allocation.registry import build_strategy
+from fedhello.allocation.strategies.flexlora import svd_factors
+from fedhello.config import build_config
+from fedhello.models.layers import LayerMap
+from fedhello.simulation import FederatedTask, RunLog, Simulator
+from fedhello.training import LocalTrainingSettings, train_locally
+
+IN, OUT, RANK = 4, 5, 3
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def make_layout(seed: int = 0, zero_b: bool = False, num_layers: int = 1, rank: int = RANK) -> ModelLayout:
+    generator = torch.Generator().manual_seed(seed)
+    layers = tuple((f"a{i}", f"b{i}") for i in range(num_layers))
+    state = {}
+    for a_name, b_name in layers:
+        state[a_name] = torch.randn(rank, IN, generator=generator)
+        state[b_name] = torch.zeros(OUT, rank) if zero_b else torch.randn(OUT, rank, generator=generator)
+    state["h"] = torch.randn(2, generator=generator)
+    return ModelLayout(LayerMap(container="x", layers=layers, pairs=layers), ("h",), state)
+
+
+def bound(name: str, params: dict, layout: ModelLayout):
+    strategy = build_strategy(name, params)
+    strategy.bind(layout)
+    return strategy
+
+
+def context(slots: list[ClientSlot], budgets: list[int], num_layers: int = 1, round_number: int = 1) -> AllocationContext:
+    return AllocationContext(
+        round=round_number,
+        total_rounds=5,
+        num_layers=num_layers,
+        clients=slots,
+        group_budgets=budgets,
+        rng=np.random.default_rng(0),
+    )
+
+
+def fro(tensor: torch.Tensor) -> float:
+    return float(torch.linalg.norm(tensor))
+
+
+# ----------------------------------------------------------------------------- ranks
+
+
+def test_budget_ranks_match_parameter_counts():
+    assert budget_ranks(8, [3, 5, 6], 6) == [4, 7, 8]
+    assert budget_ranks(8, [1], 16) == [1]  # never below 1
+    assert budget_ranks(4, [8], 4) == [4]  # never above the full rank
+
+
+def test_allocate_gives_every_layer_and_the_group_rank():
+    layout = make_layout(num_layers=4, rank=8)
+    slots = [ClientSlot(7, 0, 1), ClientSlot(3, 1, 2), ClientSlot(5, 2, 4)]
+    for name in ("hetlora", "flexlora"):
+        allocation = bound(name, {}, layout).allocate(context(slots, [1, 2, 4], num_layers=4))
+        assert allocation.layers == {7: (0, 1, 2, 3), 3: (0, 1, 2, 3), 5: (0, 1, 2, 3)}
+        assert allocation.ranks == {7: 2, 3: 4, 5: 8}  # budget_ranks(8, [1, 2, 4], 4)
+
+        explicit = bound(name, {"ranks": [1, 6, 20]}, layout).allocate(context(slots, [1, 2, 4], num_layers=4))
+        assert explicit.ranks == {7: 1, 3: 6, 5: 8}  # an explicit rank above the full rank is capped
+
+        with pytest.raises(ValueError, match="ranks"):
+            bound(name, {"ranks": [1]}, layout).allocate(context(slots, [1, 2, 4], num_layers=4))
+
+
+# ----------------------------------------------------------------------------- HetLoRA
+
+
+def test_hetlora_downlink_truncates_factors_only():
+    layout = make_layout()
+    strategy = bound("hetlora", {"ranks": [1, 3]}, layout)
+    state = layout.initial_state
+    down = strategy.downlink(state, ClientSlot(0, 0, 1), 2)
+    assert torch.equal(down["a0"], state["a0"][:2, :]) and down["a0"].shape == (2, IN)
+    assert torch.equal(down["b0"], state["b0"][:, :2]) and down["b0"].shape == (OUT, 2)
+    assert torch.equal(down["h"], state["h"])
+
+
+def _hetlora_round(params: dict):
+    layout = make_layout(seed=1)
+    strategy = bound("hetlora", params, layout)
+    state = layout.initial_state
+    generator = torch.Generator().manual_seed(5)
+    down0 = strategy.downlink(state, ClientSlot(0, 0, 1), 1)
+    down1 = strategy.downlink(state, ClientSlot(1, 1, 1), 3)
+    d0 = {"a0": torch.randn(1, IN, generator=generator), "b0": torch.randn(OUT, 1, generator=generator),
+          "h": torch.randn(2, generator=generator)}
+    d1 = {"a0": torch.randn(3, IN, generator=generator), "b0": torch.randn(OUT, 3, generator=generator),
+          "h": torch.randn(2, generator=generator)}
+    updates = [ClientUpdate(0, d0, 10), ClientUpdate(1, d1, 30)]
+    new = strategy.aggregate(state, updates, "samples")
+    local0 = {name: down0[name] + d0[name] for name in d0}
+    local1 = {name: down1[name] + d1[name] for name in d1}
+    return state, new, local0, local1, d0, d1
+
+
+@pytest.mark.parametrize("weighting", ["norm", "samples"])
+def test_hetlora_aggregate_zero_pads_and_weights(weighting):
+    state, new, local0, local1, d0, d1 = _hetlora_round({"ranks": [1, 3], "weighting": weighting})
+    if weighting == "norm":
+        n0 = fro(local0["b0"] @ local0["a0"])
+        n1 = fro(local1["b0"] @ local1["a0"])
+        w0, w1 = n0 / (n0 + n1), n1 / (n0 + n1)
+        assert 0.05 < w0 < 0.95  # the weights really differ from sample shares here
+    else:
+        w0, w1 = 0.25, 0.75
+    a0_padded = torch.zeros(RANK, IN)
+    a0_padded[:1] = local0["a0"]
+    b0_padded = torch.zeros(OUT, RANK)
+    b0_padded[:, :1] = local0["b0"]
+    torch.testing.assert_close(new["a0"], w0 * a0_padded + w1 * local1["a0"], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(new["b0"], w0 * b0_padded + w1 * local1["b0"], rtol=1e-6, atol=1e-6)
+    # The head is plain FedAvg by samples in both modes.
+    torch.testing.assert_close(new["h"], state["h"] + (10 * d0["h"] + 30 * d1["h"]) / 40, rtol=1e-6, atol=1e-6)
+    # Rows only client 1 trained are scaled by its weight alone (zero padding, not renormalised).
+    torch.testing.assert_close(new["a0"][1:], w1 * local1["a0"][1:], rtol=1e-6, atol=1e-6)
+
+
+def _prune_round(prune_ratio: float | None) -> tuple[int, int, int]:
+    layout = make_layout(seed=2)
+    params = {"ranks": [2, 3]} | ({"prune_ratio": prune_ratio} if prune_ratio is not None else {})
+    strategy = bound("hetlora", params, layout)
+    state = layout.initial_state
+    slots = [ClientSlot(0, 0, 1), ClientSlot(1, 1, 1), ClientSlot(2, 1, 1)]
+    ranks = strategy.allocate(context(slots, [1, 1])).ranks
+    assert ranks == {0: 2, 1: 3, 2: 3}
+    downs = {slot.client_id: strategy.downlink(state, slot, ranks[slot.client_id]) for slot in slots}
+    targets = {
+        0: {"a0": torch.ones(2, IN), "b0": torch.ones(OUT, 2)},
+        # last component tiny: ||B[:,2]|| * ||A[2,:]|| = sqrt(5) * 2e-3 vs sqrt(5) * 2 for the others
+        1: {"a0": torch.cat([torch.ones(2, IN), torch.full((1, IN), 1e-3)]), "b0": torch.ones(OUT, 3)},
+        2: {"a0": torch.ones(3, IN), "b0": torch.ones(OUT, 3)},
+    }
+    updates = [
+        ClientUpdate(cid, {name: targets[cid][name] - downs[cid][name] for name in ("a0", "b0")}, 10) for cid in targets
+    ]
+    new = strategy.aggregate(state, updates, "samples")
+    later = strategy.allocate(context(slots, [1, 1], round_number=2)).ranks
+    downs = {slot.client_id: strategy.downlink(new, slot, later[slot.client_id]) for slot in slots}
+    assert all(downs[cid]["a0"].shape[0] == later[cid] for cid in later)
+    return later[0], later[1], later[2]
+
+
+def test_hetlora_rank_self_pruning():
+    assert _prune_round(0.5) == (2, 2, 3)  # only the client with a tiny last component drops a rank
+    assert _prune_round(None) == (2, 3, 3)  # pruning off: ranks unchanged
+
+
+# ----------------------------------------------------------------------------- FlexLoRA
+
+
+def test_svd_factors_is_the_best_low_rank_approximation():
+    generator = torch.Generator().manual_seed(3)
+    product = torch.randn(OUT, IN, generator=generator)
+    initial_a = torch.randn(IN, IN, generator=generator)
+    singular = torch.linalg.svdvals(product.double())
+    for rank in range(1, IN + 1):
+        a, b = svd_factors(product, rank, initial_a)
+        assert a.shape == (rank, IN) and b.shape == (OUT, rank)
+        discarded = float(singular[rank:].pow(2).sum().sqrt())
+        assert abs(fro(product - b @ a) - discarded) < 1e-5
+    low = torch.randn(OUT, 2, generator=generator) @ torch.randn(2, IN, generator=generator)
+    for rank in (2, 3, 4):
+        a, b = svd_factors(low, rank, initial_a)
+        assert fro(low - b @ a) < 1e-5
+
+
+def test_svd_factors_of_zero_product_restart_from_initial_a():
+    initial_a = torch.randn(RANK, IN, generator=torch.Generator().manual_seed(4))
+    a, b = svd_factors(torch.zeros(OUT, IN), RANK, initial_a)
+    assert torch.equal(a, initial_a)
+    assert torch.equal(b, torch.zeros(OUT, RANK))
+
+
+@pytest.mark.parametrize("weighting", ["samples", "uniform"])
+def test_flexlora_aggregates_products(weighting):
+    layout = make_layout(seed=6, zero_b=True)  # peft-like start: B = 0, so the product is 0
+    strategy = bound("flexlora", {"ranks": [1, 2]}, layout)
+    state = layout.initial_state
+    down0 = strategy.downlink(state, ClientSlot(0, 0, 1), 1)
+    down1 = strategy.downlink(state, ClientSlot(1, 1, 1), 2)
+    assert torch.equal(down0["a0"], state["a0"][:1]) and torch.equal(down0["b0"], torch.zeros(OUT, 1))
+    assert torch.equal(down1["a0"], state["a0"][:2]) and torch.equal(down1["b0"], torch.zeros(OUT, 2))
+
+    generator = torch.Generator().manual_seed(7)
+    d0 = {"a0": torch.randn(1, IN, generator=generator), "b0": torch.randn(OUT, 1, generator=generator),
+          "h": torch.randn(2, generator=generator)}
+    d1 = {"a0": torch.randn(2, IN, generator=generator), "b0": torch.randn(OUT, 2, generator=generator),
+          "h": torch.randn(2, generator=generator)}
+    new = strategy.aggregate(state, [ClientUpdate(0, d0, 10), ClientUpdate(1, d1, 30)], weighting)
+    w0, w1 = (0.25, 0.75) if weighting == "samples" else (0.5, 0.5)
+    p0 = (down0["b0"] + d0["b0"]) @ (down0["a0"] + d0["a0"])
+    p1 = (down1["b0"] + d1["b0"]) @ (down1["a0"] + d1["a0"])
+    expected = w0 * p0 + w1 * p1  # rank <= 1 + 2 = full rank 3
+    assert new["a0"].shape == (RANK, IN) and new["b0"].shape == (OUT, RANK)
+    assert fro(new["b0"] @ new["a0"] - expected) < 1e-5
+    torch.testing.assert_close(new["h"], state["h"] + w0 * d0["h"] + w1 * d1["h"], rtol=1e-6, atol=1e-6)
+    # A rank-1 client now receives the best rank-1 approximation of the averaged product.
+    next_down = strategy.downlink(new, ClientSlot(0, 0, 1), 1)
+    singular = torch.linalg.svdvals(expected.double())
+    assert abs(fro(expected - next_down["b0"] @ next_down["a0"]) - float(singular[1:].pow(2).sum().sqrt())) < 1e-5
+
+
+def test_flexlora_server_product_beyond_full_rank():
+    """When the averaged product has rank > full rank, the global factors are its best rank-r approximation."""
+    layout = make_layout(seed=8)
+    strategy = bound("flexlora", {"ranks": [3, 3]}, layout)
+    state = strategy.client_start(layout.initial_state)
+    generator = torch.Generator().manual_seed(9)
+    downs = [strategy.downlink(state, ClientSlot(c, c, 1), 3) for c in (0, 1)]
+    deltas = [{"a0": torch.randn(3, IN, generator=generator), "b0": torch.randn(OUT, 3, generator=generator)}
+              for _ in (0, 1)]
+    new = strategy.aggregate(state, [ClientUpdate(c, deltas[c], 20) for c in (0, 1)], "samples")
+    expected = sum(0.5 * (downs[c]["b0"] + deltas[c]["b0"]) @ (downs[c]["a0"] + deltas[c]["a0"]) for c in (0, 1))
+    singular = torch.linalg.svdvals(expected.double())
+    assert float(singular[3]) > 1e-3  # really rank 4
+    assert abs(fro(expected - new["b0"] @ new["a0"]) - float(singular[3])) < 1e-5
+
+
+# ----------------------------------------------------------------------------- local
+
+
+def test_local_keeps_personal_models():
+    layout = make_layout(seed=10)
+    strategy = bound("local", {}, layout)
+    assert strategy.communicates is False
+    state = layout.initial_state
+    slot0, slot1 = ClientSlot(0, 0, 1), ClientSlot(1, 0, 1)
+    assert strategy.allocate(context([slot0, slot1], [1])).layers == {0: (0,), 1: (0,)}
+    down = strategy.downlink(state, slot0, None)
+    for name in state:
+        assert torch.equal(down[name], state[name])
+    generator = torch.Generator().manual_seed(11)
+    delta = {name: torch.randn(tensor.shape, generator=generator) for name, tensor in state.items()}
+    new = strategy.aggregate(state, [ClientUpdate(0, delta, 10)], "samples")
+    for name in state:
+        assert torch.equal(new[name], state[name])  # the global state never moves
+    personal = strategy.personal_states()
+    assert set(personal) == {0}
+    for name in state:
+        torch.testing.assert_close(personal[0][name], state[name] + delta[name])
+    # Next round client 0 starts from its own model, client 1 (never trained) from the global one.
+    other_global = {name: tensor + 100.0 for name, tensor in state.items()}
+    again = strategy.downlink(other_global, slot0, None)
+    fresh = strategy.downlink(other_global, slot1, None)
+    for name in state:
+        torch.testing.assert_close(again[name], state[name] + delta[name])
+        assert torch.equal(fresh[name], other_global[name])
+
+
+# ----------------------------------------------------------------------------- rank masks in training
+
+
+def _mask_run(federated, masks, names, split):
+    settings = LocalTrainingSettings(lr=1e-2, weight_decay=0.0, batch_size=4, local_epochs=1, max_local_steps=3,
+                                     max_grad_norm=1.0)
+    train_locally(federated, split, np.arange(12), names, settings, torch.Generator().manual_seed(0), gradient_masks=masks)
+    return federated.state(names)
+
+
+def test_gradient_masks_keep_rank_components_fixed(tiny_federated, lora_randomizer, encoded_split):
+    federated = tiny_federated("bert", 2)
+    lora_randomizer(federated)
+    parameters = federated.parameters_by_name()
+    keep = 2
+    masks = {}
+    with torch.no_grad():
+        for a_name, b_name in federated.layer_map.pairs:
+            parameters[a_name][keep:, :] = 0  # A rows beyond the client's rank start at zero
+            a_mask = torch.zeros_like(parameters[a_name])
+            a_mask[:keep] = 1
+            b_mask = torch.zeros_like(parameters[b_name])
+            b_mask[:, :keep] = 1
+            masks[a_name], masks[b_name] = a_mask, b_mask
+    names = list(federated.layer_map.all_names) + list(federated.head_names)
+    before = federated.state(names)
+    split = encoded_split(12)
+
+    after = _mask_run(federated, masks, names, split)
+    for a_name, b_name in federated.layer_map.pairs:
+        assert torch.equal(after[a_name][keep:], torch.zeros_like(after[a_name][keep:]))
+        assert torch.equal(after[b_name][:, keep:], before[b_name][:, keep:])  # zero gradient, no weight decay
+        assert not torch.equal(after[a_name][:keep], before[a_name][:keep])
+        assert not torch.equal(after[b_name][:, :keep], before[b_name][:, :keep])
+
+    # Control: the same training without masks moves those A rows (B's columns there are non-zero).
+    federated.load_state(before)
+    unmasked = _mask_run(federated, None, names, split)
+    assert any(not torch.equal(unmasked[a][keep:], before[a][keep:]) for a, _ in federated.layer_map.pairs)
+
+
+# ----------------------------------------------------------------------------- simulator
+
+
+@pytest.mark.parametrize("ranks", [None, [1, 2]])
+def test_simulator_trains_clients_at_their_ranks(tiny_federated, encoded_split, ranks):
+    federated = tiny_federated("bert", 2)  # LoRA rank 4, 2 layers
+    full_rank = int(federated.state()[federated.layer_map.pairs[0][0]].shape[0])
+    assert full_rank == 4 and federated.layer_map.num_layers == 2
+    train, test = encoded_split(32, seed=0), encoded_split(12, seed=1)
+    task = FederatedTask(federated, train, test, None, [np.arange(i * 8, (i + 1) * 8) for i in range(4)], ("x", "y", "z"))
+    params = {} if ranks is None else {"ranks": ranks}
+    config = build_config({
+        "device": "cpu",
+        "federation": {"num_clients": 4, "clients_per_round": 4, "rounds": 1},
+        "groups": {"budgets": [1, 2], "ratio": "1:1"},
+        "allocation": {"strategy": "hetlora", "params": params},
+        "fisher": {"proxy_size": 0},
+        "training": {"batch_size": 4, "max_local_steps": 2},
+        "evaluation": {"subset_size": None},
+        "output": {"tensorboard": False, "plots": False, "progress": False},
+    })
+    initial = federated.state()
+    simulator = Simulator(config, task, build_strategy("hetlora", params))
+    assert isinstance(simulator.log, RunLog)
+    result = simulator.run()
+    group_ranks = ranks or budget_ranks(full_rank, [1, 2], 2)
+    assert group_ranks == ([2, 4] if ranks is None else [1, 2])
+
+    records = simulator.log.clients
+    assert sorted(r["client"] for r in records) == [0, 1, 2, 3]
+    assert sorted(r["group"] for r in records) == [0, 0, 1, 1]
+    shapes = {name: tensor.shape for name, tensor in initial.items()}
+    head_bytes = state_bytes({name: initial[name] for name in federated.head_names})
+    for record in records:
+        rank = group_ranks[record["group"]]
+        assert record["group"] == simulator.client_groups[record["client"]]
+        assert record["rank"] == rank
+        assert record["layers"] == [0, 1]
+        assert record["local_steps"] == 2
+        lora_bytes = sum((rank * shapes[a][1] + shapes[b][0] * rank) * 4 for a, b in federated.layer_map.pairs)
+        assert record["bytes_up"] == lora_bytes + head_bytes
+        assert record["bytes_down"] == lora_bytes + head_bytes
+
+    top = max(group_ranks)
+    for a_name, b_name in federated.layer_map.pairs:
+        a, b = result.global_state[a_name], result.global_state[b_name]
+        assert a.shape == shapes[a_name] and b.shape == shapes[b_name]
+        assert torch.equal(a[top:], torch.zeros_like(a[top:]))
+        assert torch.equal(b[:, top:], torch.zeros_like(b[:, top:]))
+        assert float(a[:top].abs().sum()) > 0 and float(b[:, :top].abs().sum()) > 0
+    assert result.final_eval["split"] == "test" and result.final_eval["num_samples"] == 12
