@@ -331,7 +331,13 @@ def build_config(data: dict[str, Any]) -> ExperimentConfig:
     from fedhello.allocation import registry
 
     registry.import_plugins(config.allocation.plugins)
-    registry.get_strategy(config.allocation.strategy).parse_params(config.allocation.params)
+    strategy = registry.get_strategy(config.allocation.strategy)
+    strategy.parse_params(config.allocation.params)
+    if strategy.uses_layer_scores and config.fisher.proxy_size == 0:
+        raise ConfigError(
+            f"config field 'fisher.proxy_size': strategy {strategy.name!r} scores layers on the server's proxy set; "
+            "it must be at least 1"
+        )
     return config
 
 

@@ -80,6 +80,7 @@ class AllocationStrategy(ABC):
     summary: ClassVar[str]
     Params: ClassVar[type[StrategyParams]] = StrategyParams
     communicates: ClassVar[bool] = True
+    uses_layer_scores: ClassVar[bool] = False  # needs the server's Fisher proxy set
 
     def __init__(self, params: StrategyParams) -> None:
         self.params = params

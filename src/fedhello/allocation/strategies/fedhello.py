@@ -34,6 +34,7 @@ class FedHeLLoStrategy(AllocationStrategy):
     name = "fedhello"
     summary = "RGD with a pattern until fim_start, then Fisher-tier sampling refreshed every fim_every rounds"
     Params = FedHeLLoParams
+    uses_layer_scores = True
 
     def __init__(self, params: FedHeLLoParams) -> None:
         super().__init__(params)

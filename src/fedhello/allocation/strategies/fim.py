@@ -53,6 +53,7 @@ class FIMStrategy(AllocationStrategy):
     name = "fim"
     summary = "each client samples `budget` layers weighted by Fisher-score tiers, refreshed every `every` rounds"
     Params = FIMParams
+    uses_layer_scores = True
 
     def __init__(self, params: FIMParams) -> None:
         super().__init__(params)
