@@ -121,7 +121,7 @@ def _hetlora_round(params: dict):
 
 @pytest.mark.parametrize("weighting", ["norm", "samples"])
 def test_hetlora_aggregate_zero_pads_and_weights(weighting):
-    state, new, local0, local1, d0, d1 = _hetlora_round({"ranks": [1, 3], "weighting": weighting})
+    state, new, local0, local1, d0, d1 = _hetlora_round({"ranks": [1, 3], "weighting": weighting, "normalize": "all"})
     if weighting == "norm":
         n0 = fro(local0["b0"] @ local0["a0"])
         n1 = fro(local1["b0"] @ local1["a0"])
@@ -139,6 +139,22 @@ def test_hetlora_aggregate_zero_pads_and_weights(weighting):
     torch.testing.assert_close(new["h"], state["h"] + (10 * d0["h"] + 30 * d1["h"]) / 40, rtol=1e-6, atol=1e-6)
     # Rows only client 1 trained are scaled by its weight alone (zero padding, not renormalised).
     torch.testing.assert_close(new["a0"][1:], w1 * local1["a0"][1:], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("weighting", ["norm", "samples"])
+def test_hetlora_default_averages_each_component_over_the_clients_that_trained_it(weighting):
+    state, new, local0, local1, d0, d1 = _hetlora_round({"ranks": [1, 3], "weighting": weighting})
+    if weighting == "norm":
+        n0 = fro(local0["b0"] @ local0["a0"])
+        n1 = fro(local1["b0"] @ local1["a0"])
+        w0, w1 = n0 / (n0 + n1), n1 / (n0 + n1)
+    else:
+        w0, w1 = 0.25, 0.75
+    # Component 0: both clients; components 1-2: only the rank-3 client, at full weight.
+    torch.testing.assert_close(new["a0"][0], w0 * local0["a0"][0] + w1 * local1["a0"][0], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(new["a0"][1:], local1["a0"][1:], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(new["b0"][:, 0], w0 * local0["b0"][:, 0] + w1 * local1["b0"][:, 0], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(new["b0"][:, 1:], local1["b0"][:, 1:], rtol=1e-6, atol=1e-6)
 
 
 def _prune_round(prune_ratio: float | None) -> tuple[int, int, int]:
@@ -361,7 +377,8 @@ def test_simulator_trains_clients_at_their_ranks(tiny_federated, encoded_split, 
     for a_name, b_name in federated.layer_map.pairs:
         a, b = result.global_state[a_name], result.global_state[b_name]
         assert a.shape == shapes[a_name] and b.shape == shapes[b_name]
-        assert torch.equal(a[top:], torch.zeros_like(a[top:]))
-        assert torch.equal(b[:, top:], torch.zeros_like(b[:, top:]))
-        assert float(a[:top].abs().sum()) > 0 and float(b[:, :top].abs().sum()) > 0
+        # Components no participant's rank covered keep their values (nobody trained them).
+        assert torch.equal(a[top:], initial[a_name][top:])
+        assert torch.equal(b[:, top:], initial[b_name][:, top:])
+        assert not torch.equal(a[:top], initial[a_name][:top]) and float(b[:, :top].abs().sum()) > 0
     assert result.final_eval["split"] == "test" and result.final_eval["num_samples"] == 12

@@ -25,6 +25,12 @@ from fedhello.allocation.registry import register_strategy
 class HetLoRAParams(RankParams):
     weighting: Literal["norm", "samples"] = Field("norm", description="norm: weight by ||B·A||_F (HetLoRA); samples: by data size")
     prune_ratio: float | None = Field(None, gt=0, lt=1, description="rank self-pruning threshold (null: off)")
+    normalize: Literal["contributors", "all"] = Field(
+        "contributors",
+        description="contributors: each rank component averaged over the clients whose rank covers it, untouched "
+        "components kept; all: literal zero-padded average over every client (components above the round's "
+        "largest rank become zero, and with A = B = 0 they never learn again)",
+    )
 
 
 def component_norms(factors: TensorState, pairs: Sequence[tuple[str, str]]) -> torch.Tensor:
@@ -52,21 +58,37 @@ class HetLoRAStrategy(RankHeterogeneousStrategy):
             return new_state
         pairs = self.layout.layer_map.pairs
         factors = {u.client_id: local_factors(self._downlinked[u.client_id], u) for u in updates}
+        ranks = [int(factors[u.client_id][pairs[0][0]].shape[0]) for u in updates]
         for a_name, b_name in pairs:
             if self.params.weighting == "norm":
                 raw = [float(torch.linalg.norm(factors[u.client_id][b_name] @ factors[u.client_id][a_name])) for u in updates]
             else:
                 raw = [float(u.num_samples) for u in updates]
-            total = sum(raw)
-            weights = [w / total for w in raw] if total > 0 else [1.0 / len(raw)] * len(raw)
-            for name in (a_name, b_name):
-                full_shape = global_state[name].shape
-                new_state[name] = sum(
-                    weight * pad_factor(factors[u.client_id][name], full_shape) for weight, u in zip(weights, updates)
-                )
+            for name, component_axis in ((a_name, 0), (b_name, 1)):
+                old = global_state[name]
+                padded = torch.stack([pad_factor(factors[u.client_id][name], old.shape) for u in updates])
+                new_state[name] = self._average_components(old, padded, raw, ranks, component_axis)
         if self.params.prune_ratio is not None:
             for u in updates:
                 norms = component_norms(factors[u.client_id], pairs)
                 if len(norms) > 1 and norms[-1] < self.params.prune_ratio * norms.mean():
                     self._pruned_ranks[u.client_id] = len(norms) - 1
         return new_state
+
+    def _average_components(
+        self, old: torch.Tensor, padded: torch.Tensor, raw: list[float], ranks: list[int], component_axis: int
+    ) -> torch.Tensor:
+        """Weighted average of zero-padded factors, component by component (rows of A, columns of B)."""
+        full_rank = old.shape[component_axis]
+        covers = torch.tensor([[j < rank for j in range(full_rank)] for rank in ranks], dtype=old.dtype)
+        if self.params.normalize == "all":
+            covers = torch.ones_like(covers)
+        weights = torch.tensor(raw, dtype=old.dtype)[:, None] * covers  # [clients, components]
+        totals = weights.sum(0)
+        # All-zero weights (e.g. zero norms) fall back to a plain mean over the covering clients.
+        weights = torch.where(totals > 0, weights / totals.clamp(min=1e-30), covers / covers.sum(0).clamp(min=1))
+        shape = [len(ranks), 1, 1]
+        shape[1 + component_axis] = full_rank
+        averaged = (weights.reshape(shape).to(old.device) * padded).sum(0)
+        untouched = (covers.sum(0) == 0).reshape(shape[1:]).to(old.device)
+        return torch.where(untouched, old, averaged)

@@ -1,0 +1,178 @@
+"""`fedhello compare` / `fedhello report`: a tiny grid on the real offline assets
+(MiniLM-L6 + 20 Newsgroups), checked against the per-run files, plus resumption and
+comparison-config validation.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import fedhello.runner
+from fedhello.cli import main
+from fedhello.comparison.grid import Cell, cell_config, cells, load_comparison, run_comparison
+from fedhello.comparison.report import write_report
+from fedhello.errors import ConfigError
+from fedhello.outputs.run_writer import read_jsonl
+
+SHRINK = [
+    "seeds=[0,1]",
+    "methods=[full,hetlora]",
+    "base.federation.rounds=1",
+    "base.data.max_train_samples=400",
+    "base.data.max_test_samples=100",
+    "base.fisher.proxy_size=16",
+]
+PLOTS = ("accuracy_vs_round.png", "accuracy_vs_bytes.png", "layer_counts.png")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def read_csv(path):
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.slow
+def test_comparison_grid_table_resume_and_report(tmp_path, monkeypatch):
+    comparison = load_comparison("offline-smoke", None, SHRINK)
+    grid_dir = tmp_path / "grid"
+    run_dirs = run_comparison(comparison, grid_dir, progress=False)
+    expected_ids = [cell.cell_id for cell in cells(comparison)]
+    assert [d.name for d in run_dirs] == expected_ids
+    assert expected_ids == [f"{m}__noniid-4__seed{s}" for m in ("full", "hetlora") for s in (0, 1)]
+    table = write_report(grid_dir, comparison.target_accuracy)
+
+    # The table's mean and std come from the runs' own metric files.
+    final = {}
+    for run_dir in run_dirs:
+        cell = json.loads((run_dir / "cell.json").read_text())
+        evaluated = [r for r in read_jsonl(run_dir / "metrics.jsonl") if "eval" in r]
+        assert evaluated[-1]["round"] == 1 and evaluated[-1]["eval"]["num_samples"] == 100
+        final.setdefault(cell["method"], []).append(evaluated[-1]["eval"]["accuracy"])
+    rows = {row["method"]: row for row in read_csv(grid_dir / "comparison.csv")}
+    assert list(rows) == ["full", "hetlora"]
+    for method, accuracies in final.items():
+        assert len(accuracies) == 2
+        assert int(rows[method]["seeds"]) == 2
+        assert float(rows[method]["final_accuracy_mean"]) == pytest.approx(np.mean(accuracies), abs=1e-12)
+        assert float(rows[method]["final_accuracy_std"]) == pytest.approx(np.std(accuracies, ddof=1), abs=1e-12)
+        assert f"{np.mean(accuracies) * 100:.1f} ± {np.std(accuracies, ddof=1) * 100:.1f}" in table
+
+    # A rerun skips completed cells: the experiment runner is never called.
+    def refuse(*args, **kwargs):
+        raise AssertionError("a completed cell was run again")
+
+    monkeypatch.setattr(fedhello.runner, "run_experiment", refuse)
+    assert run_comparison(comparison, grid_dir, progress=False) == run_dirs
+
+    # An incomplete cell (no summary.md) is removed and run again, alone.
+    monkeypatch.undo()
+    real = fedhello.runner.run_experiment
+    incomplete = run_dirs[3]
+    first_rounds = read_jsonl(incomplete / "metrics.jsonl")
+    (incomplete / "summary.md").unlink()
+    (incomplete / "stale.txt").write_text("left over from an interrupted run")
+    calls = []
+
+    def counting(config, out_dir=None):
+        calls.append((config.name, out_dir))
+        return real(config, out_dir)
+
+    monkeypatch.setattr(fedhello.runner, "run_experiment", counting)
+    run_comparison(comparison, grid_dir, progress=False)
+    assert calls == [(incomplete.name, incomplete)]
+    assert (incomplete / "summary.md").exists() and not (incomplete / "stale.txt").exists()
+    monkeypatch.undo()
+    rerun_rounds = read_jsonl(incomplete / "metrics.jsonl")
+    assert rerun_rounds[-1]["eval"] == first_rounds[-1]["eval"]  # the rerun cell is deterministic
+
+    # `report` rebuilds the same table from the files alone (compute times changed with the rerun).
+    table = write_report(grid_dir, comparison.target_accuracy)
+    csv_text = (grid_dir / "comparison.csv").read_text()
+    for name in ("comparison.md", "comparison.csv", *PLOTS):
+        (grid_dir / name).unlink()
+    assert write_report(grid_dir, comparison.target_accuracy) == table
+    assert (grid_dir / "comparison.csv").read_text() == csv_text
+    for name in PLOTS:
+        assert (grid_dir / name).stat().st_size > 0
+
+    for name in ("comparison.md", "comparison.csv", *PLOTS):
+        (grid_dir / name).unlink()
+    assert main(["report", str(grid_dir)]) == 0
+    assert (grid_dir / "comparison.csv").read_text() == csv_text
+    assert table in (grid_dir / "comparison.md").read_text()
+    for name in PLOTS:
+        assert (grid_dir / name).exists()
+
+    # A copy of the grid with only run files reports the same table (target from comparison.yaml).
+    copy = tmp_path / "copy"
+    shutil.copytree(grid_dir / "runs", copy / "runs")
+    shutil.copy(grid_dir / "comparison.yaml", copy / "comparison.yaml")
+    assert write_report(copy) == table
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [("methods=[full,nonsense]", "methods"), ("methods=[]", "methods"), ("seeds=[]", "seeds")],
+)
+def test_bad_comparison_names_the_field(override, field):
+    with pytest.raises(ConfigError, match=field) as caught:
+        load_comparison("offline-smoke", None, [override])
+    if "nonsense" in override:
+        assert "nonsense" in str(caught.value)
+
+
+def test_unknown_comparison_preset_and_bad_override():
+    with pytest.raises(ConfigError, match="no-such-grid"):
+        load_comparison("no-such-grid", None, [])
+    with pytest.raises(ConfigError, match="field=value"):
+        load_comparison("offline-smoke", None, ["seeds"])
+
+
+def test_cells_order_and_centralized_config():
+    comparison = load_comparison(
+        "offline-smoke",
+        None,
+        ["methods=[centralized,full]", "seeds=[3,4]",
+         "partitions=[{name: iid, scheme: iid}, {name: p2, scheme: pathological, classes_per_client: 2}]"],
+    )
+    grid = cells(comparison)
+    assert grid == [
+        Cell(method, partition, None, seed)
+        for partition in ("iid", "p2")
+        for method in ("centralized", "full")
+        for seed in (3, 4)
+    ]
+    assert len({cell.cell_id for cell in grid}) == len(grid)
+
+    full = cell_config(comparison, Cell("full", "p2", None, 4))
+    central = cell_config(comparison, Cell("centralized", "p2", None, 4))
+    assert full.seed == 4 and full.name == "full__p2__seed4"
+    assert full.partition.scheme == "pathological" and full.partition.classes_per_client == 2
+    assert full.allocation.strategy == "full"
+    assert central.federation.num_clients == 1 and central.federation.clients_per_round == 1
+    assert central.partition.scheme == "iid"
+    assert central.allocation.strategy == "full"
+    assert full.training.max_local_steps is not None
+    assert central.training.max_local_steps == full.training.max_local_steps * full.federation.clients_per_round
+    assert central.federation.rounds == full.federation.rounds
+
+
+def test_ratios_multiply_the_grid():
+    comparison = load_comparison("offline-smoke", None, ["methods=[full]", "seeds=[0]", "ratios=['1:1:1', '6:3:1']"])
+    grid = cells(comparison)
+    assert [cell.ratio for cell in grid] == ["1:1:1", "6:3:1"]
+    assert grid[1].cell_id == "full__noniid-4__roc6-3-1__seed0"
+    assert cell_config(comparison, grid[1]).groups.ratio == [6.0, 3.0, 1.0]
