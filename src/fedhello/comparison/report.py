@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from fedhello.outputs.run_writer import read_jsonl
@@ -144,6 +145,12 @@ def _methods(runs: list[RunMetrics]) -> list[str]:
     return list(dict.fromkeys(run.method for run in runs))
 
 
+def method_colors(runs: list[RunMetrics]) -> dict[str, tuple]:
+    """Distinct colours for up to 20 methods (tab20), so no two methods share one."""
+    palette = colormaps["tab20"]
+    return {method: palette(index % 20) for index, method in enumerate(_methods(runs))}
+
+
 def _band(members: list[RunMetrics], values: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     length = min(len(run.eval_rounds) for run in members)
     x = np.asarray(members[0].eval_rounds[:length], dtype=float)
@@ -154,9 +161,9 @@ def _band(members: list[RunMetrics], values: str) -> tuple[np.ndarray, np.ndarra
 def plot_accuracy(runs: list[RunMetrics], path: Path, versus: str) -> Path:
     """Mean accuracy with a ±1 std band over seeds, per method; one panel per partition/ratio."""
     panels = _panels(runs)
-    figure = Figure(figsize=(6.5 * len(panels), 4.6))
+    figure = Figure(figsize=(6.5 * len(panels) + 1.8, 4.6))
     axes = figure.subplots(1, len(panels), squeeze=False)[0]
-    colors = {method: f"C{i % 10}" for i, method in enumerate(_methods(runs))}
+    colors = method_colors(runs)
     for axis, (partition, ratio) in zip(axes, panels):
         for method in colors:
             members = [r for r in runs if r.method == method and r.partition == partition and r.ratio == ratio]
@@ -174,7 +181,7 @@ def plot_accuracy(runs: list[RunMetrics], path: Path, versus: str) -> Path:
         axis.set_xlabel("round" if versus == "round" else "MB communicated (down + up)")
         axis.set_ylabel("test accuracy")
         axis.grid(alpha=0.3)
-    axes[-1].legend(fontsize=7, loc="lower right", ncol=2)
+    axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     return path
@@ -188,17 +195,18 @@ def plot_layer_counts(runs: list[RunMetrics], path: Path) -> Path:
     figure = Figure(figsize=(max(7.0, 0.6 * len(methods) * num_layers / 3), 4.2))
     axis = figure.subplots()
     width = 0.8 / len(methods)
+    colors = method_colors(runs)
     for index, method in enumerate(methods):
         members = [r for r in runs if r.method == method and r.partition == partition and r.ratio == ratio]
         if not members:
             continue
         counts = np.mean([run.layer_counts for run in members], axis=0)
-        axis.bar(np.arange(num_layers) + index * width - 0.4 + width / 2, counts, width, label=method, color=f"C{index % 10}")
+        axis.bar(np.arange(num_layers) + index * width - 0.4 + width / 2, counts, width, label=method, color=colors[method])
     axis.set_xticks(range(num_layers))
     axis.set_xlabel("layer (0 = input side)")
     axis.set_ylabel("client-rounds that trained the layer")
     axis.set_title(f"Per-layer training counts ({partition})")
-    axis.legend(fontsize=7, ncol=3)
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     return path
