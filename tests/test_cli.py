@@ -66,16 +66,19 @@ def test_strategies_lists_every_strategy_with_its_parameters() -> None:
             assert len(line.split(None, 1)) == 2, f"strategy without a summary: {line!r}"
 
 
-def test_presets_lists_default_and_smoke_with_descriptions() -> None:
+def test_presets_lists_run_and_comparison_presets_with_descriptions() -> None:
     result = fedhello("presets")
     assert result.returncode == 0, result.stderr
-    listed = {}
+    sections: dict[str, dict[str, str]] = {}
     for line in result.stdout.splitlines():
-        if line.strip():
-            name, _, description = line.partition(" ")
-            listed[name] = description.strip()
-    assert {"default", "smoke"} <= set(listed)
-    assert listed["default"] and listed["smoke"]
+        if line and not line[0].isspace():
+            current = sections.setdefault(line.split()[0], {})
+        elif line.strip():
+            name, _, description = line.strip().partition(" ")
+            current[name] = description.strip()
+    assert {"default", "smoke", "paper-cifar100-vit"} <= set(sections["experiment"])
+    assert {"offline-all", "offline-smoke", "paper-cifar100"} <= set(sections["comparison"])
+    assert all(sections["experiment"].values()) and all(sections["comparison"].values())
 
 
 def test_datasets_lists_the_offline_dataset_and_model() -> None:
