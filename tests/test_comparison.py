@@ -11,7 +11,6 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 
 import fedhello.runner
 from fedhello.cli import main
@@ -31,12 +30,7 @@ SHRINK = [
 PLOTS = ("accuracy_vs_round.png", "accuracy_vs_bytes.png", "layer_counts.png")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def read_csv(path):

@@ -24,12 +24,7 @@ from fedhello.training import LocalTrainingSettings, train_locally
 IN, OUT, RANK = 4, 5, 3
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_layout(seed: int = 0, zero_b: bool = False, num_layers: int = 1, rank: int = RANK) -> ModelLayout:
