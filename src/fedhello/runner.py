@@ -118,7 +118,7 @@ def claim_run_dir(path: Path) -> Path:
     return path
 
 
-def write_partition(out_dir: Path, task: FederatedTask, client_groups: np.ndarray, budgets: list[int]) -> list[dict]:
+def write_partition(out_dir: Path, task: FederatedTask, client_groups: np.ndarray, budgets: list[int]) -> None:
     summary = partition_summary(task.train.labels.numpy(), task.client_indices, len(task.label_names))
     with (out_dir / "partition.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
@@ -126,7 +126,6 @@ def write_partition(out_dir: Path, task: FederatedTask, client_groups: np.ndarra
         for row in summary:
             group = int(client_groups[row["client"]])
             writer.writerow([row["client"], group, budgets[group], row["num_samples"], row["num_classes"], *row["class_counts"]])
-    return summary
 
 
 def group_cost_table(clients: list[dict], budgets: list[int]) -> str:

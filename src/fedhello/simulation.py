@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedhello.aggregation import ClientUpdate, TensorState, state_bytes
+from fedhello.aggregation import ClientUpdate, TensorState, state_bytes, state_delta
 from fedhello.allocation.base import AllocationContext, AllocationStrategy, ClientSlot, ModelLayout
 from fedhello.allocation.groups import assign_groups, resolve_budgets
 from fedhello.allocation.ranks import pad_factor
@@ -164,18 +164,15 @@ class Simulator:
             gradient_masks={name: pad_factor(torch.ones_like(down[name]), full_shapes[name]) for name in reduced},
         )
         after = federated.state(names)
-        deltas = {
-            name: after[name][tuple(slice(0, size) for size in down[name].shape)] - down[name]
-            if name in reduced
-            else after[name] - before[name]
-            for name in names
-        }
+        # A reduced-rank client's part of a tensor is its leading block; its delta is taken against what it received.
+        start = {name: down[name] if name in reduced else before[name] for name in names}
+        deltas = state_delta({name: after[name][tuple(slice(0, n) for n in start[name].shape)] for name in names}, start)
         if head_mode == "local":
             self.local_heads[slot.client_id] = federated.state(federated.head_names)
             deltas = {name: delta for name, delta in deltas.items() if name not in federated.head_names}
         communicates = self.strategy.communicates
         record.update(
-            trainable_params=int(sum(down[name].numel() if name in reduced else before[name].numel() for name in names)),
+            trainable_params=int(sum(tensor.numel() for tensor in start.values())),
             local_steps=result.steps,
             num_samples=len(samples),
             train_loss=result.mean_loss,

@@ -46,7 +46,7 @@ class FederatedModel:
 
     def state(self, names: Iterable[str] | None = None) -> TensorState:
         parameters = self.parameters_by_name()
-        return {name: parameters[name].detach().clone() for name in (names or self.exchanged_names)}
+        return {name: parameters[name].detach().clone() for name in (self.exchanged_names if names is None else names)}
 
     @torch.no_grad()
     def load_state(self, state: TensorState) -> None:
