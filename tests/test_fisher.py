@@ -7,29 +7,16 @@ import pytest
 import torch
 
 from fedhello.allocation.tiers import score_tiers
-from fedhello.fisher import layer_scores, lora_fisher_diagonal, per_sample_gradients
+from fedhello.fisher import (
+    attention_implementation,
+    layer_scores,
+    lora_fisher_diagonal,
+    per_sample_gradients,
+    per_sample_gradients_loop,
+)
 from fedhello.models.layers import LayerMap
 
 OBJECTIVES = ["log_likelihood", "logit"]
-
-
-def loop_gradients(federated, batch, names, objective):
-    """One ordinary backward per sample (batch of one, the sample's own 2-D mask)."""
-    model = federated.model
-    federated.set_trainable(names)
-    parameters = federated.parameters_by_name()
-    per_sample = {name: [] for name in names}
-    for index in range(len(batch["labels"])):
-        model.zero_grad(set_to_none=True)
-        logits = model(
-            input_ids=batch["input_ids"][index : index + 1], attention_mask=batch["attention_mask"][index : index + 1]
-        ).logits[0]
-        scores = torch.log_softmax(logits, -1) if objective == "log_likelihood" else logits
-        scores[batch["labels"][index]].backward()
-        for name in names:
-            per_sample[name].append(parameters[name].grad.detach().clone())
-    federated.set_trainable(())
-    return {name: torch.stack(gradients) for name, gradients in per_sample.items()}
 
 
 @pytest.mark.parametrize("objective", OBJECTIVES)
@@ -45,7 +32,7 @@ def test_per_sample_gradients_match_loop(tiny_federated, lora_randomizer, encode
     names = list(federated.layer_map.all_names)
 
     batched = per_sample_gradients(federated, batch, names, objective)
-    looped = loop_gradients(federated, batch, names, objective)
+    looped = per_sample_gradients_loop(federated, batch, names, objective)
 
     assert set(batched) == set(names)
     # Plain tensors: no autograd graph through the other trainable parameters is kept.
@@ -85,7 +72,7 @@ def test_fisher_diagonal_is_mean_squared_gradient(tiny_federated, lora_randomize
 
     assert federated.model.training
     federated.model.eval()
-    looped = loop_gradients(federated, proxy.batch(np.arange(len(proxy))), names, objective)
+    looped = per_sample_gradients_loop(federated, proxy.batch(np.arange(len(proxy))), names, objective)
     assert set(fisher) == set(names)
     assert not any(value.requires_grad for value in fisher.values())
     for name in names:
@@ -148,3 +135,32 @@ def test_dominant_layer_gets_highest_score_and_top_tier(tiny_federated, lora_ran
         for j in range(4):
             if scores[i] < scores[j]:
                 assert tiers[i] <= tiers[j], (scores, tiers)
+
+
+@pytest.mark.parametrize("arch", ["bert", "llama"])
+def test_scoring_attention_switch_keeps_scores_and_restores_model(tiny_federated, lora_randomizer, encoded_split, arch):
+    """Eager attention during scoring (vmap batches it) gives the fused implementation's scores."""
+    federated = tiny_federated(arch, 3)
+    lora_randomizer(federated, seed=5)
+    proxy = encoded_split(6, 10, seed=2, pad_from={1: 7, 4: 4})
+    model = federated.model
+    assert model.config._attn_implementation == "sdpa"
+
+    switched = lora_fisher_diagonal(federated, proxy, batch_size=4, attention="eager")
+    assert model.config._attn_implementation == "sdpa"  # restored afterwards
+    kept = lora_fisher_diagonal(federated, proxy, batch_size=4, attention=None)
+    assert set(switched) == set(kept)
+    for name in kept:
+        assert kept[name].abs().sum() > 0
+        torch.testing.assert_close(switched[name], kept[name], rtol=1e-4, atol=1e-8)
+    np.testing.assert_allclose(
+        layer_scores(switched, federated.layer_map), layer_scores(kept, federated.layer_map), rtol=1e-5
+    )
+
+
+def test_attention_switch_restores_after_error(tiny_federated):
+    federated = tiny_federated("bert", 1)
+    with pytest.raises(RuntimeError), attention_implementation(federated.model, "eager"):
+        assert federated.model.config._attn_implementation == "eager"
+        raise RuntimeError("scoring failed")
+    assert federated.model.config._attn_implementation == "sdpa"

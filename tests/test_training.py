@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedhello.training import LocalTrainingSettings, SavedActivationMeter, local_batches, train_locally
+from fedhello.training import LocalTrainingSettings, SavedActivationMeter, autocast_for, local_batches, train_locally
 
 
 def settings(**overrides) -> LocalTrainingSettings:
@@ -179,3 +179,15 @@ def test_local_batches_depend_on_generator_and_reshuffle_each_epoch():
     other = np.concatenate(list(local_batches(20, local, torch.Generator().manual_seed(1))))
     assert not np.array_equal(first, other)
     assert not np.array_equal(first[:20], first[20:])  # a fresh permutation per epoch
+
+
+@pytest.mark.parametrize(("precision", "dtype"), [("auto", torch.float32), ("fp32", torch.float32), ("bf16", torch.bfloat16)])
+def test_autocast_for_cpu_precision(precision, dtype):
+    layer = torch.nn.Linear(4, 3)
+    with autocast_for(torch.device("cpu"), precision):
+        assert layer(torch.ones(2, 4)).dtype == dtype
+
+
+def test_autocast_for_rejects_unknown_precision():
+    with pytest.raises(ValueError, match="precision"):
+        autocast_for(torch.device("cpu"), "fp16")

@@ -9,11 +9,13 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from fedhello.data.splits import Split
 from fedhello.models.federated_model import FederatedModel
-from fedhello.training import autocast_for
+from fedhello.training import Precision, autocast_for
 
 
 @torch.inference_mode()
-def evaluate(federated: FederatedModel, data: Split, indices: np.ndarray, batch_size: int) -> dict[str, float]:
+def evaluate(
+    federated: FederatedModel, data: Split, indices: np.ndarray, batch_size: int, precision: Precision = "auto"
+) -> dict[str, float]:
     model = federated.model
     device = federated.device
     model.eval()
@@ -21,7 +23,7 @@ def evaluate(federated: FederatedModel, data: Split, indices: np.ndarray, batch_
     for start in range(0, len(indices), batch_size):
         batch = {key: value.to(device) for key, value in data.batch(indices[start : start + batch_size]).items()}
         labels = batch.pop("labels")
-        with autocast_for(device):
+        with autocast_for(device, precision):
             logits = model(**batch).logits.float()
         losses.append(F.cross_entropy(logits, labels, reduction="sum").item())
         predictions.append(logits.argmax(-1).cpu().numpy())

@@ -3,12 +3,19 @@
 F_j = mean over proxy samples of (d/d theta_j log p(y | x))^2, with per-sample gradients
 computed in batches by `torch.func.vmap(grad(...))` over the LoRA tensors only.
 S_l = sum over layer l's LoRA tensors of the Frobenius norm of their Fisher diagonal.
+
+Fused CPU attention (`sdpa`) has no vmap batching rule: under vmap torch runs it one
+sample at a time. Scoring therefore switches the model to the `eager` attention
+implementation (plain matmul + softmax, which vmap batches) and back afterwards; the
+scores are the same up to float rounding (tests/test_fisher.py), and
+benchmarks/fisher_scoring.py measures the speed of both.
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-
+from collections.abc import Iterator
 from typing import Literal
 
 import numpy as np
@@ -20,6 +27,23 @@ from fedhello.models.federated_model import FederatedModel, TensorState
 from fedhello.models.layers import LayerMap
 
 Objective = Literal["log_likelihood", "logit"]
+# The attention implementation used while scoring (None: leave the model's own).
+SCORING_ATTENTION = "eager"
+
+
+@contextlib.contextmanager
+def attention_implementation(model: torch.nn.Module, implementation: str | None) -> Iterator[None]:
+    """Switch a (peft-wrapped) Hugging Face model's attention implementation, then restore it."""
+    config = getattr(model, "config", None)
+    previous = getattr(config, "_attn_implementation", None)
+    if implementation is None or previous is None or previous == implementation:
+        yield
+        return
+    model.set_attn_implementation(implementation)
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(previous)
 
 
 def is_causal_model(model: torch.nn.Module) -> bool:
@@ -42,9 +66,16 @@ def additive_attention_mask(attention_mask: torch.Tensor, dtype: torch.dtype, ca
 
 
 def per_sample_gradients(
-    federated: FederatedModel, batch: dict[str, torch.Tensor], names: list[str], objective: Objective
+    federated: FederatedModel,
+    batch: dict[str, torch.Tensor],
+    names: list[str],
+    objective: Objective,
+    attention: str | None = SCORING_ATTENTION,
 ) -> TensorState:
-    """Gradient of each sample's objective w.r.t. the named parameters: tensors [batch, *shape]."""
+    """Gradient of each sample's objective w.r.t. the named parameters: tensors [batch, *shape].
+
+    `attention` is the attention implementation used meanwhile (None: the model's own).
+    """
     model = federated.model
     parameters = federated.parameters_by_name()
     differentiated = {name: parameters[name].detach() for name in names}
@@ -64,14 +95,44 @@ def per_sample_gradients(
     # torch.func.grad differentiates regardless of the outer no_grad; the outer no_grad keeps
     # regular autograd from also recording a graph through the other trainable parameters
     # (the results would carry grad_fn and accumulating them would retain every batch's graph).
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), attention_implementation(model, attention):
         # Fused CPU attention has no vmap batching rule yet; torch falls back to a loop and says so.
         warnings.filterwarnings("ignore", message="There is a performance drop")
         return vmap(grad(sample_objective), in_dims=(None, 0, 0))(differentiated, inputs, batch["labels"])
 
 
+def per_sample_gradients_loop(
+    federated: FederatedModel, batch: dict[str, torch.Tensor], names: list[str], objective: Objective
+) -> TensorState:
+    """The plain reference for `per_sample_gradients`: one ordinary backward per sample.
+
+    Each sample runs as a batch of one with its own 2-D mask and the model's own attention.
+    Used by the tests (as the ground truth) and by benchmarks/fisher_scoring.py (as the baseline).
+    """
+    model = federated.model
+    federated.set_trainable(names)
+    parameters = federated.parameters_by_name()
+    per_sample: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+    for index in range(len(batch["labels"])):
+        model.zero_grad(set_to_none=True)
+        logits = model(
+            input_ids=batch["input_ids"][index : index + 1], attention_mask=batch["attention_mask"][index : index + 1]
+        ).logits[0]
+        scores = torch.log_softmax(logits, -1) if objective == "log_likelihood" else logits
+        scores[batch["labels"][index]].backward()
+        for name in names:
+            per_sample[name].append(parameters[name].grad.detach().clone())
+    model.zero_grad(set_to_none=True)
+    federated.set_trainable(())
+    return {name: torch.stack(gradients) for name, gradients in per_sample.items()}
+
+
 def lora_fisher_diagonal(
-    federated: FederatedModel, proxy: Split, batch_size: int, objective: Objective = "log_likelihood"
+    federated: FederatedModel,
+    proxy: Split,
+    batch_size: int,
+    objective: Objective = "log_likelihood",
+    attention: str | None = SCORING_ATTENTION,
 ) -> TensorState:
     """Mean squared per-sample gradient of every LoRA tensor over the proxy set (eval mode)."""
     names = list(federated.layer_map.all_names)
@@ -81,7 +142,7 @@ def lora_fisher_diagonal(
     sums = {name: torch.zeros_like(parameter) for name, parameter in federated.parameters_by_name().items() if name in names}
     for start in range(0, len(proxy), batch_size):
         batch = {key: value.to(device) for key, value in proxy.batch(np.arange(start, min(start + batch_size, len(proxy)))).items()}
-        for name, gradients in per_sample_gradients(federated, batch, names, objective).items():
+        for name, gradients in per_sample_gradients(federated, batch, names, objective, attention).items():
             sums[name] += gradients.pow(2).sum(0)
     federated.model.train(was_training)
     return {name: total / len(proxy) for name, total in sums.items()}

@@ -13,6 +13,7 @@ import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -62,6 +63,7 @@ class LocalTrainingSettings:
     local_epochs: int
     max_local_steps: int | None
     max_grad_norm: float | None
+    precision: Precision = "auto"  # autocast of the forward pass (see autocast_for)
 
 
 @dataclass(frozen=True)
@@ -85,9 +87,22 @@ def local_batches(num_samples: int, settings: LocalTrainingSettings, generator: 
             steps += 1
 
 
-def autocast_for(device: torch.device):
-    """bf16 autocast on CUDA; full precision elsewhere."""
-    return torch.autocast(device_type="cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+Precision = Literal["auto", "fp32", "bf16"]
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+
+
+def autocast_for(device: torch.device, precision: Precision = "auto"):
+    """The autocast context of a forward pass.
+
+    auto: bf16 on CUDA, full precision elsewhere; fp32: full precision everywhere;
+    bf16: bf16 autocast on any device (CPU included; see benchmarks/README.md for its
+    measured speed and accuracy on CPUs).
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def train_locally(
@@ -120,7 +135,7 @@ def train_locally(
     seen = 0
     for positions in local_batches(len(sample_indices), settings, generator):
         batch = {key: value.to(device) for key, value in data.batch(sample_indices[positions]).items()}
-        with meter.step(), autocast_for(device):
+        with meter.step(), autocast_for(device, settings.precision):
             loss = model(**batch).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
