@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fedhello.aggregation import ClientUpdate, aggregate, state_bytes, state_delta
+from fedhello.aggregation import ClientUpdate, aggregate
+from fedhello.tensor_state import state_bytes, state_delta
 
 
 def full(value: float, shape=(2, 3)) -> torch.Tensor:

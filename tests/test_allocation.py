@@ -339,21 +339,20 @@ def test_fim_prefers_the_top_tier_layer():
         context = make_context(round_, total_rounds=1000, per_group=25, budgets=[6, 9], rng=rng, layer_scores=_spiky_scores)
         allocation = strategy.allocate(context)
         if round_ == 1:
-            info = allocation.info
+            fisher = allocation.fisher
         else:
-            assert "fisher" not in allocation.info
+            assert allocation.fisher is None
         for layers in allocation.layers.values():
             counts[list(layers)] += 1
-    fisher = info["fisher"]
-    assert fisher["tiers"][7] == 2
-    assert fisher["tiers"][2] == fisher["tiers"][4] == 1
-    assert all(fisher["tiers"][layer] == 0 for layer in range(L) if layer not in (2, 4, 7))
-    weights = np.array(fisher["weights"])
+    assert fisher.tiers[7] == 2
+    assert fisher.tiers[2] == fisher.tiers[4] == 1
+    assert all(fisher.tiers[layer] == 0 for layer in range(L) if layer not in (2, 4, 7))
+    weights = np.array(fisher.weights)
     assert weights.sum() == pytest.approx(1.0)
     assert weights[7] == pytest.approx(3 / 16)
     assert weights[2] == pytest.approx(2 / 16)
     assert weights[0] == pytest.approx(1 / 16)
-    np.testing.assert_allclose(fisher["scores"], _spiky_scores())
+    np.testing.assert_allclose(fisher.scores, _spiky_scores())
     assert int(np.argmax(counts)) == 7
     assert counts[7] > counts[[2, 4]].max() > counts[[0, 1, 3, 5, 6, 8, 9, 10, 11]].max()
 
@@ -371,7 +370,7 @@ def test_fim_every_controls_scoring_calls():
     for round_ in range(1, 11):
         current["round"] = round_
         allocation = strategy.allocate(make_context(round_, rng=rng, layer_scores=scores))
-        assert ("fisher" in allocation.info) == (round_ in (1, 4, 7, 10))
+        assert (allocation.fisher is not None) == (round_ in (1, 4, 7, 10))
     assert calls == [1, 4, 7, 10]
 
 
@@ -395,7 +394,7 @@ def _run_fedhello(params: dict, total_rounds: int, rounds: int):
         current["round"] = round_
         allocation = strategy.allocate(make_context(round_, total_rounds=total_rounds, rng=rng, layer_scores=scores))
         sources[round_] = allocation.info["source"]
-        assert ("fisher" in allocation.info) == (round_ in calls and calls[-1] == round_)
+        assert (allocation.fisher is not None) == (round_ in calls and calls[-1] == round_)
     return calls, sources
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from fedhello.comparison.grid import cell_config, cells, comparison_preset_names, load_comparison
+from fedhello.comparison.grid import cell_config, cells, load_comparison
+from fedhello.config import COMPARISON_PRESET_PACKAGE
 from fedhello.config import load_config, preset_names
 
 
@@ -13,7 +14,7 @@ def test_experiment_preset_is_valid(name):
     assert load_config(name).name == name
 
 
-@pytest.mark.parametrize("name", comparison_preset_names())
+@pytest.mark.parametrize("name", preset_names(COMPARISON_PRESET_PACKAGE))
 def test_every_comparison_cell_is_valid(name):
     comparison = load_comparison(name, None, [])
     grid = cells(comparison)

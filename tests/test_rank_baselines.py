@@ -11,14 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-from fedhello.aggregation import ClientUpdate, state_bytes
+from fedhello.aggregation import ClientUpdate
 from fedhello.allocation.base import AllocationContext, ClientSlot, ModelLayout
-from fedhello.allocation.ranks import budget_ranks, pad_factor
+from fedhello.allocation.ranks import budget_ranks
 from fedhello.allocation.registry import build_strategy
 from fedhello.allocation.strategies.flexlora import svd_factors
 from fedhello.config import build_config
 from fedhello.models.layers import LayerMap
-from fedhello.simulation import FederatedTask, RunLog, Simulator
+from fedhello.federation.inprocess import MemoryLog, build_inprocess_engine
+from fedhello.preparation import FederatedTask
+from fedhello.tensor_state import pad_factor, state_bytes
 from fedhello.training import LocalTrainingSettings, train_locally
 
 IN, OUT, RANK = 4, 5, 3
@@ -256,32 +258,66 @@ def test_flexlora_server_product_beyond_full_rank():
 # ----------------------------------------------------------------------------- local
 
 
-def test_local_keeps_personal_models():
-    layout = make_layout(seed=10)
-    strategy = bound("local", {}, layout)
-    assert strategy.communicates is False
-    state = layout.initial_state
-    slot0, slot1 = ClientSlot(0, 0, 1), ClientSlot(1, 0, 1)
-    assert strategy.allocate(context([slot0, slot1], [1])).layers == {0: (0,), 1: (0,)}
-    down = strategy.downlink(state, slot0, None)
-    for name in state:
-        assert torch.equal(down[name], state[name])
-    generator = torch.Generator().manual_seed(11)
-    delta = {name: torch.randn(tensor.shape, generator=generator) for name, tensor in state.items()}
-    new = strategy.aggregate(state, [ClientUpdate(0, delta, 10)], "samples")
-    for name in state:
-        assert torch.equal(new[name], state[name])  # the global state never moves
-    personal = strategy.personal_states()
-    assert set(personal) == {0}
-    for name in state:
-        torch.testing.assert_close(personal[0][name], state[name] + delta[name])
-    # Next round client 0 starts from its own model, client 1 (never trained) from the global one.
-    other_global = {name: tensor + 100.0 for name, tensor in state.items()}
-    again = strategy.downlink(other_global, slot0, None)
-    fresh = strategy.downlink(other_global, slot1, None)
-    for name in state:
-        torch.testing.assert_close(again[name], state[name] + delta[name])
-        assert torch.equal(fresh[name], other_global[name])
+def _tiny_task(federated, encoded_split):
+    train, test = encoded_split(32, seed=0), encoded_split(12, seed=1)
+    return FederatedTask(federated, train, test, None, [np.arange(i * 8, (i + 1) * 8) for i in range(4)], ("x", "y", "z"))
+
+
+def _tiny_config(strategy, params=None, rounds=1, clients_per_round=4, **sections):
+    return build_config({
+        "device": "cpu",
+        "federation": {"num_clients": 4, "clients_per_round": clients_per_round, "rounds": rounds},
+        "groups": {"budgets": [1, 2], "ratio": "1:1"},
+        "allocation": {"strategy": strategy, "params": params or {}},
+        "fisher": {"proxy_size": 0},
+        "training": {"batch_size": 4, "max_local_steps": 2},
+        "evaluation": {"subset_size": None},
+        "output": {"tensorboard": False, "plots": False, "progress": False},
+        **sections,
+    })
+
+
+def test_local_models_live_with_their_clients(tiny_federated, encoded_split):
+    """`local`: the server sends and receives nothing; each client trains and keeps its own model."""
+    federated = tiny_federated("bert", 2)
+    initial = federated.state()
+    config = _tiny_config("local", rounds=2, clients_per_round=2)
+    engine = build_inprocess_engine(config, _tiny_task(federated, encoded_split), build_strategy("local", {}))
+    first = engine.run_round()
+    assert all(not instruction_bytes for instruction_bytes in (first.record.bytes_down, first.record.bytes_up))
+    for name, tensor in engine.server.global_state.items():
+        assert torch.equal(tensor, initial[name])  # the global state never moves
+    trained_first = set(first.record.clients)
+    assert set(engine.clients) == trained_first
+    kept = {client: dict(engine.clients[client].state) for client in trained_first}
+    for client, state in kept.items():
+        assert set(state) == set(initial)
+        assert any(not torch.equal(state[name], initial[name]) for name in state)
+    second = engine.run_round()
+    for client in set(second.record.clients) & trained_first:
+        # It started from its own model: some tensor moved on from what it kept, none went back to the initial one.
+        state = engine.clients[client].state
+        assert any(not torch.equal(state[name], kept[client][name]) for name in state)
+    assert second.record.eval.split == "test-personal"
+    assert second.record.eval.num_clients == len(engine.clients)
+
+
+def test_local_head_stays_with_the_client(tiny_federated, encoded_split):
+    """`training.head=local`: heads are neither sent nor returned; each client's head persists."""
+    federated = tiny_federated("bert", 2)
+    initial = federated.state()
+    config = _tiny_config("full", rounds=1, training={"batch_size": 4, "max_local_steps": 2, "head": "local"})
+    engine = build_inprocess_engine(config, _tiny_task(federated, encoded_split), build_strategy("full", {}))
+    plan = engine.server.plan_round()
+    for instruction in plan.instructions:
+        assert not set(federated.head_names) & set(instruction.tensors)
+        assert instruction.keep_local == federated.head_names
+    engine.server.round = 0
+    engine.run_round()
+    for name in federated.head_names:
+        assert torch.equal(engine.server.global_state[name], initial[name])
+    heads = [engine.clients[c].state[federated.head_names[-1]] for c in sorted(engine.clients)]
+    assert len(heads) == 4 and not torch.equal(heads[0], heads[1])
 
 
 # ----------------------------------------------------------------------------- rank masks in training
@@ -329,51 +365,42 @@ def test_gradient_masks_keep_rank_components_fixed(tiny_federated, lora_randomiz
 
 
 @pytest.mark.parametrize("ranks", [None, [1, 2]])
-def test_simulator_trains_clients_at_their_ranks(tiny_federated, encoded_split, ranks):
+def test_engine_trains_clients_at_their_ranks(tiny_federated, encoded_split, ranks):
     federated = tiny_federated("bert", 2)  # LoRA rank 4, 2 layers
     full_rank = int(federated.state()[federated.layer_map.pairs[0][0]].shape[0])
     assert full_rank == 4 and federated.layer_map.num_layers == 2
-    train, test = encoded_split(32, seed=0), encoded_split(12, seed=1)
-    task = FederatedTask(federated, train, test, None, [np.arange(i * 8, (i + 1) * 8) for i in range(4)], ("x", "y", "z"))
     params = {} if ranks is None else {"ranks": ranks}
-    config = build_config({
-        "device": "cpu",
-        "federation": {"num_clients": 4, "clients_per_round": 4, "rounds": 1},
-        "groups": {"budgets": [1, 2], "ratio": "1:1"},
-        "allocation": {"strategy": "hetlora", "params": params},
-        "fisher": {"proxy_size": 0},
-        "training": {"batch_size": 4, "max_local_steps": 2},
-        "evaluation": {"subset_size": None},
-        "output": {"tensorboard": False, "plots": False, "progress": False},
-    })
+    config = _tiny_config("hetlora", params)
     initial = federated.state()
-    simulator = Simulator(config, task, build_strategy("hetlora", params))
-    assert isinstance(simulator.log, RunLog)
-    result = simulator.run()
+    engine = build_inprocess_engine(config, _tiny_task(federated, encoded_split), build_strategy("hetlora", params))
+    assert isinstance(engine.log, MemoryLog)
+    final = engine.run()
     group_ranks = ranks or budget_ranks(full_rank, [1, 2], 2)
     assert group_ranks == ([2, 4] if ranks is None else [1, 2])
 
-    records = simulator.log.clients
-    assert sorted(r["client"] for r in records) == [0, 1, 2, 3]
-    assert sorted(r["group"] for r in records) == [0, 0, 1, 1]
+    records = engine.log.clients
+    assert sorted(r.client for r in records) == [0, 1, 2, 3]
+    assert sorted(r.group for r in records) == [0, 0, 1, 1]
+    assert final.dropped == []
     shapes = {name: tensor.shape for name, tensor in initial.items()}
     head_bytes = state_bytes({name: initial[name] for name in federated.head_names})
     for record in records:
-        rank = group_ranks[record["group"]]
-        assert record["group"] == simulator.client_groups[record["client"]]
-        assert record["rank"] == rank
-        assert record["layers"] == [0, 1]
-        assert record["local_steps"] == 2
+        rank = group_ranks[record.group]
+        assert record.group == engine.server.client_groups[record.client]
+        assert record.rank == rank
+        assert record.layers == [0, 1]
+        assert record.local_steps == 2
         lora_bytes = sum((rank * shapes[a][1] + shapes[b][0] * rank) * 4 for a, b in federated.layer_map.pairs)
-        assert record["bytes_up"] == lora_bytes + head_bytes
-        assert record["bytes_down"] == lora_bytes + head_bytes
+        assert record.bytes_up == lora_bytes + head_bytes
+        assert record.bytes_down == lora_bytes + head_bytes
 
     top = max(group_ranks)
+    global_state = engine.server.global_state
     for a_name, b_name in federated.layer_map.pairs:
-        a, b = result.global_state[a_name], result.global_state[b_name]
+        a, b = global_state[a_name], global_state[b_name]
         assert a.shape == shapes[a_name] and b.shape == shapes[b_name]
         # Components no participant's rank covered keep their values (nobody trained them).
         assert torch.equal(a[top:], initial[a_name][top:])
         assert torch.equal(b[:, top:], initial[b_name][:, top:])
         assert not torch.equal(a[:top], initial[a_name][:top]) and float(b[:, :top].abs().sum()) > 0
-    assert result.final_eval["split"] == "test" and result.final_eval["num_samples"] == 12
+    assert final.eval.split == "test" and final.eval.num_samples == 12

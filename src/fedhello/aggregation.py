@@ -11,9 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-import torch
-
-TensorState = dict[str, torch.Tensor]
+from fedhello.tensor_state import TensorState
 
 
 @dataclass(frozen=True)
@@ -21,10 +19,6 @@ class ClientUpdate:
     client_id: int
     deltas: TensorState
     num_samples: int
-
-
-def state_delta(after: TensorState, before: TensorState) -> TensorState:
-    return {name: after[name] - before[name] for name in after}
 
 
 def aggregate(
@@ -48,7 +42,3 @@ def aggregate(
     if unknown:
         raise KeyError(f"updates contain tensors the server does not hold: {sorted(unknown)[:3]}")
     return new_state, trainer_counts
-
-
-def state_bytes(state: TensorState) -> int:
-    return sum(tensor.numel() * tensor.element_size() for tensor in state.values())

@@ -12,9 +12,11 @@ EXIT_CONFIG_ERROR = 2
 
 
 def _run(args: argparse.Namespace) -> int:
+    from fedhello.allocation.registry import strategy_from_config
     from fedhello.config import load_config
 
     config = load_config(args.preset, args.config, args.set)
+    strategy_from_config(config)  # reject unknown strategies and bad params before anything is loaded
     if args.out is not None:
         config.output.dir = str(args.out)
     from fedhello.runner import run_experiment
@@ -54,15 +56,14 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _presets(args: argparse.Namespace) -> int:
-    from fedhello.comparison.grid import comparison_preset_names
-    from fedhello.config import preset_description, preset_names
+    from fedhello.config import COMPARISON_PRESET_PACKAGE, preset_description, preset_names
 
     print("experiment presets (fedhello run --preset NAME):")
     for name in preset_names():
         print(f"  {name:<24} {preset_description(name)}")
     print("comparison presets (fedhello compare --preset NAME):")
-    for name in comparison_preset_names():
-        print(f"  {name:<24} {preset_description(name, comparison=True)}")
+    for name in preset_names(COMPARISON_PRESET_PACKAGE):
+        print(f"  {name:<24} {preset_description(name, COMPARISON_PRESET_PACKAGE)}")
     return 0
 
 

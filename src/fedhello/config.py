@@ -20,8 +20,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from fedhello.errors import ConfigError, pydantic_message
 
 
-
-
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True)
 
@@ -171,7 +169,7 @@ class ExperimentConfig(_Section):
 # --------------------------------------------------------------------------- loading
 
 PRESET_PACKAGE = "fedhello.presets"
-
+COMPARISON_PRESET_PACKAGE = "fedhello.presets.comparisons"
 
 class _YamlLoader(yaml.SafeLoader):
     """PyYAML's safe loader without YAML 1.1 base-60 numbers: `ratio: 6:3:1` stays a string, not 21781."""
@@ -201,22 +199,27 @@ def _load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
 
 
-def preset_names() -> list[str]:
-    files = importlib.resources.files(PRESET_PACKAGE)
+def preset_names(package: str = PRESET_PACKAGE) -> list[str]:
+    """Shipped presets of one kind: experiment presets, or (COMPARISON_PRESET_PACKAGE) comparison grids."""
+    files = importlib.resources.files(package)
     return sorted(entry.name[: -len(".yaml")] for entry in files.iterdir() if entry.name.endswith(".yaml"))
 
 
-def read_preset(name: str) -> dict[str, Any]:
-    if name not in preset_names():
-        raise ConfigError(f"unknown preset {name!r}; available: {', '.join(preset_names())}")
-    text = (importlib.resources.files(PRESET_PACKAGE) / f"{name}.yaml").read_text()
-    return parse_yaml(text, f"preset {name}")
+def preset_text(name: str, package: str = PRESET_PACKAGE) -> str:
+    names = preset_names(package)
+    if name not in names:
+        kind = "comparison preset" if package == COMPARISON_PRESET_PACKAGE else "preset"
+        raise ConfigError(f"unknown {kind} {name!r}; available: {', '.join(names)}")
+    return (importlib.resources.files(package) / f"{name}.yaml").read_text()
 
 
-def preset_description(name: str, comparison: bool = False) -> str:
-    package = f"{PRESET_PACKAGE}.comparisons" if comparison else PRESET_PACKAGE
-    text = (importlib.resources.files(package) / f"{name}.yaml").read_text()
-    first = text.splitlines()[0] if text else ""
+def read_preset(name: str, package: str = PRESET_PACKAGE) -> dict[str, Any]:
+    return parse_yaml(preset_text(name, package), f"preset {name}")
+
+
+def preset_description(name: str, package: str = PRESET_PACKAGE) -> str:
+    """The preset file's first comment line."""
+    first = next(iter(preset_text(name, package).splitlines()), "")
     return first.lstrip("# ").strip() if first.startswith("#") else ""
 
 
@@ -272,38 +275,44 @@ def _leaf_paths(model: type[BaseModel], prefix: str = "") -> dict[str, str]:
     return {key: key if key in values else "|".join(values) for key, values in paths.items()}
 
 
-def apply_override(data: dict[str, Any], assignment: str) -> dict[str, Any]:
-    """Apply one `key=value` override; the value is parsed as YAML ('20', '[1, 2]', 'null')."""
+def parse_override(assignment: str, example: str = "section.field=value, e.g. federation.rounds=20") -> tuple[list[str], Any]:
+    """Split one `key=value` override into the key's parts and the value parsed as YAML ('20', '[1, 2]', 'null')."""
     key, sep, raw = assignment.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise ConfigError(f"override {assignment!r} must look like section.field=value, e.g. federation.rounds=20")
-    path = key
-    if not key.startswith("allocation.params."):
-        resolved = _leaf_paths(ExperimentConfig).get(key)
-        if resolved is None:
-            raise ConfigError(f"override {key!r}: no such config field (see the config reference in the README)")
-        if "|" in resolved:
-            raise ConfigError(f"override {key!r} is ambiguous; write one of: {', '.join(resolved.split('|'))}")
-        path = resolved
+        raise ConfigError(f"override {assignment!r} must look like {example}")
     try:
         value = _load_yaml(raw)
     except yaml.YAMLError:
         raise ConfigError(f"override {key!r}: value {raw!r} is not valid YAML") from None
-    parts = path.split(".")
+    return key.split("."), value
+
+
+def nested(parts: list[str], value: Any) -> dict[str, Any]:
+    """{'a': {'b': value}} from ['a', 'b']."""
     update: dict[str, Any] = {parts[-1]: value}
     for part in reversed(parts[:-1]):
         update = {part: update}
-    if path.startswith("allocation.params."):
+    return update
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> dict[str, Any]:
+    """Apply one `key=value` override; short keys ('rounds') resolve to their unique full path."""
+    parts, value = parse_override(assignment)
+    key = ".".join(parts)
+    if key.startswith("allocation.params."):
         section = data.get("allocation", {})
         params = section.get("params") if isinstance(section, dict) else None
         if not isinstance(section, dict) or not isinstance(params, (dict, type(None))):
             where, given = ("allocation", section) if not isinstance(section, dict) else ("allocation.params", params)
             raise ConfigError(f"config field '{where}': Input should be a mapping (got {given!r})")
-        params = dict(params or {})
-        params[parts[-1]] = value
-        update = {"allocation": {"params": params}}
-    return merge_layer(data, update)
+        return merge_layer(data, {"allocation": {"params": {**(params or {}), parts[-1]: value}}})
+    resolved = _leaf_paths(ExperimentConfig).get(key)
+    if resolved is None:
+        raise ConfigError(f"override {key!r}: no such config field (see the config reference in the README)")
+    if "|" in resolved:
+        raise ConfigError(f"override {key!r} is ambiguous; write one of: {', '.join(resolved.split('|'))}")
+    return merge_layer(data, nested(resolved.split("."), value))
 
 
 def _describe_error(exc: ValidationError) -> str:
@@ -324,20 +333,12 @@ def _describe_error(exc: ValidationError) -> str:
 
 
 def build_config(data: dict[str, Any]) -> ExperimentConfig:
+    """Validate the schema; the strategy and its params are checked where strategies are built
+    (`fedhello.allocation.registry.strategy_from_config`)."""
     try:
         config = ExperimentConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_describe_error(exc)) from None
-    from fedhello.allocation import registry
-
-    registry.import_plugins(config.allocation.plugins)
-    strategy = registry.get_strategy(config.allocation.strategy)
-    strategy.parse_params(config.allocation.params)
-    if strategy.uses_layer_scores and config.fisher.proxy_size == 0:
-        raise ConfigError(
-            f"config field 'fisher.proxy_size': strategy {strategy.name!r} scores layers on the server's proxy set; "
-            "it must be at least 1"
-        )
     return config
 
 

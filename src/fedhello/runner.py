@@ -1,8 +1,9 @@
-"""Driver for one experiment: prepare data and model, run the simulator, write the run directory.
+"""Driver for one experiment: prepare data and model, run an engine, write the run directory.
 
 Everything that can reject the configuration (including checks that need the data or
 the model, such as budgets against the number of layers) runs before the run
-directory is created, so a bad config leaves nothing half-written.
+directory is created, so a bad config leaves nothing half-written. Every engine writes
+the same run directory through `RunWriter` and `finish_run`.
 """
 
 from __future__ import annotations
@@ -10,100 +11,26 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from fedhello.allocation.groups import resolve_budgets
-from fedhello.allocation.registry import build_strategy
+from fedhello.allocation.registry import strategy_from_config
 from fedhello.config import ExperimentConfig, config_to_yaml, load_config
-from fedhello.data.datasets import ImageClassificationData, load_dataset
-from fedhello.data.images import image_split
-from fedhello.data.partition import partition_indices, partition_summary
-from fedhello.data.tokenize import encode_texts
+from fedhello.data.partition import partition_summary
 from fedhello.errors import ConfigError
-from fedhello.models.classifier import load_classifier
+from fedhello.federation.inprocess import build_inprocess_engine
+from fedhello.federation.server import Server
 from fedhello.outputs import RunWriter, plots
 from fedhello.outputs.run_writer import read_jsonl
 from fedhello.outputs.summary import format_table, summary_table_rows, write_summary
-from fedhello.seeding import numpy_rng
-from fedhello.simulation import FederatedTask, SimulationResult, Simulator
-
-
-def select_device(choice: str) -> torch.device:
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("config field 'device': 'cuda' was requested but no CUDA device is available")
-    if choice == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(choice)
-
-
-def _check_against_data(config: ExperimentConfig, num_train: int, num_classes: int) -> None:
-    federation, partition = config.federation, config.partition
-    if partition.scheme == "pathological" and partition.classes_per_client > num_classes:
-        raise ConfigError(
-            f"config field 'partition.classes_per_client': {partition.classes_per_client} exceeds the "
-            f"{num_classes} classes of {config.data.dataset}"
-        )
-    if federation.num_clients > num_train:
-        raise ConfigError(f"config field 'federation.num_clients': {federation.num_clients} exceeds {num_train} training samples")
-
-
-def _capped(size: int, cap: int | None, rng: np.random.Generator) -> np.ndarray:
-    """All positions, or a seeded sorted subsample of `cap` of them."""
-    if cap is None or cap >= size:
-        return np.arange(size)
-    return np.sort(rng.choice(size, cap, replace=False))
-
-
-def prepare_task(config: ExperimentConfig) -> FederatedTask:
-    """Load data and model, split off the proxy set, partition the rest among clients."""
-    data = load_dataset(config.data.dataset)
-    train_positions = _capped(len(data.train_labels), config.data.max_train_samples, numpy_rng(config.seed, "partition", 1))
-    test_positions = _capped(len(data.test_labels), config.data.max_test_samples, numpy_rng(config.seed, "eval", 1))
-    proxy_size = config.fisher.proxy_size
-    if proxy_size >= len(train_positions):
-        raise ConfigError(f"config field 'fisher.proxy_size': {proxy_size} leaves no training data for the clients")
-    shuffled = numpy_rng(config.seed, "proxy").permutation(train_positions)
-    proxy_positions, client_positions = np.sort(shuffled[:proxy_size]), np.sort(shuffled[proxy_size:])
-    _check_against_data(config, len(client_positions), data.num_classes)
-
-    images = isinstance(data, ImageClassificationData)
-    if images != (config.model.task == "image_classification"):
-        raise ConfigError(
-            f"config field 'model.task': {config.model.task} does not fit dataset {config.data.dataset!r} "
-            f"({'images' if images else 'texts'})"
-        )
-    device = select_device(config.device)
-    federated = load_classifier(config, data.num_classes, device)
-    resolve_budgets(config.groups.budgets, federated.layer_map.num_layers)
-
-    def encode(split: str, positions: np.ndarray):
-        labels = getattr(data, f"{split}_labels")[positions]
-        if images:
-            num_channels = federated.model.get_base_model().config.num_channels
-            return image_split(getattr(data, f"{split}_images")[positions], labels, federated.preprocessor, num_channels)
-        texts = getattr(data, f"{split}_texts")
-        return encode_texts(federated.preprocessor, [texts[i] for i in positions], labels, config.model.max_length)
-
-    train = encode("train", client_positions)
-    test = encode("test", test_positions)
-    proxy = encode("train", proxy_positions) if proxy_size else None
-    partition = config.partition
-    client_indices = partition_indices(
-        train.labels.numpy(),
-        config.federation.num_clients,
-        partition.scheme,
-        numpy_rng(config.seed, "partition"),
-        classes_per_client=partition.classes_per_client,
-        min_per_client=partition.min_per_client,
-        alpha=partition.alpha,
-    )
-    return FederatedTask(federated, train, test, proxy, client_indices, data.label_names)
+from fedhello.preparation import FederatedTask, prepare_task
+from fedhello.records import EvalResult, RoundRecord
+from fedhello.tensor_state import TensorState
 
 
 def default_run_dir(config: ExperimentConfig) -> Path:
@@ -199,39 +126,59 @@ def write_run_report(out_dir: Path) -> str:
 @dataclass
 class RunOutcome:
     out_dir: Path
-    result: SimulationResult
+    final_eval: EvalResult | None
+    global_state: TensorState
     summary_table: str
 
 
-def run_experiment(config: ExperimentConfig, out_dir: Path | None = None) -> RunOutcome:
-    strategy = build_strategy(config.allocation.strategy, config.allocation.params)
-    task = prepare_task(config)
-    out_dir = claim_run_dir(Path(out_dir or config.output.dir or default_run_dir(config)))
-    (out_dir / "config.yaml").write_text(config_to_yaml(config))
-
+def progress_reporter(config: ExperimentConfig) -> tuple[tqdm, Callable[[RoundRecord], None]]:
+    """A progress bar over rounds and a callback that advances it and prints each evaluation."""
     progress = tqdm(total=config.federation.rounds, desc="rounds", unit="round", disable=not config.output.progress)
 
-    def show(record: dict) -> None:
-        shown = {"loss": f"{record['train_loss']:.3f}"} if record["train_loss"] is not None else {}
-        if "eval" in record:
-            shown["acc"] = f"{record['eval']['accuracy']:.3f}"
+    def show(record: RoundRecord) -> None:
+        shown = {"loss": f"{record.train_loss:.3f}"} if record.train_loss is not None else {}
+        if record.dropped:
+            shown["dropped"] = str(len(record.dropped))
+        if record.eval is not None:
+            shown["acc"] = f"{record.eval.accuracy:.3f}"
+            loss = record.train_loss if record.train_loss is not None else float("nan")
             progress.write(
-                f"round {record['round']:>4}  train loss {record['train_loss'] or float('nan'):.4f}  "
-                f"{record['eval']['split']} accuracy {record['eval']['accuracy']:.4f}  macro-F1 {record['eval']['macro_f1']:.4f}"
+                f"round {record.round:>4}  train loss {loss:.4f}  "
+                f"{record.eval.split} accuracy {record.eval.accuracy:.4f}  macro-F1 {record.eval.macro_f1:.4f}"
             )
         progress.set_postfix(shown)
         progress.update(1)
 
+    return progress, show
+
+
+def write_run_info(out_dir: Path, task: FederatedTask, server: Server, engine: str) -> None:
+    write_partition(out_dir, task, server.client_groups, server.group_budgets)
+    (out_dir / "run_info.json").write_text(json.dumps({
+        "num_layers": server.num_layers,
+        "group_budgets": server.group_budgets,
+        "device": str(task.federated.device),
+        "engine": engine,
+    }))
+
+
+def finish_run(out_dir: Path, global_state: TensorState) -> str:
+    save_file({name: tensor.contiguous().cpu() for name, tensor in global_state.items()}, out_dir / "adapter.safetensors")
+    return write_run_report(out_dir)
+
+
+def run_experiment(config: ExperimentConfig, out_dir: Path | None = None) -> RunOutcome:
+    """One experiment on the in-process engine, written to its run directory."""
+    strategy = strategy_from_config(config)
+    task = prepare_task(config)
+    out_dir = claim_run_dir(Path(out_dir or config.output.dir or default_run_dir(config)))
+    (out_dir / "config.yaml").write_text(config_to_yaml(config))
+    progress, show = progress_reporter(config)
     with RunWriter(out_dir, tensorboard=config.output.tensorboard) as writer:
-        simulator = Simulator(config, task, strategy, writer, on_round=show)
-        write_partition(out_dir, task, simulator.client_groups, simulator.group_budgets)
-        (out_dir / "run_info.json").write_text(json.dumps({
-            "num_layers": task.federated.layer_map.num_layers,
-            "group_budgets": simulator.group_budgets,
-            "device": str(task.federated.device),
-        }))
-        result = simulator.run()
+        engine = build_inprocess_engine(config, task, strategy, writer, on_round=show)
+        server = engine.server
+        write_run_info(out_dir, task, server, "inprocess")
+        last = engine.run()
         progress.close()
-    save_file({name: tensor.contiguous().cpu() for name, tensor in result.global_state.items()}, out_dir / "adapter.safetensors")
-    table = write_run_report(out_dir)
-    return RunOutcome(out_dir, result, table)
+    table = finish_run(out_dir, server.global_state)
+    return RunOutcome(out_dir, last.eval if last else None, server.global_state, table)

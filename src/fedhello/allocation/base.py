@@ -16,9 +16,11 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from fedhello.aggregation import ClientUpdate, TensorState, aggregate
+from fedhello.aggregation import ClientUpdate, aggregate
 from fedhello.errors import ConfigError, pydantic_message
 from fedhello.models.layers import LayerMap
+from fedhello.records import FisherRecord
+from fedhello.tensor_state import TensorState
 
 
 @dataclass(frozen=True)
@@ -45,11 +47,24 @@ class AllocationContext:
 
 @dataclass
 class Allocation:
-    """Each client's layer set; `ranks` (rank-heterogeneous methods only) caps a client's LoRA rank."""
+    """Each client's layer set; `ranks` (rank-heterogeneous methods only) caps a client's LoRA rank.
+
+    `fisher` is set in rounds that refreshed Fisher scores; `info` holds what else a
+    strategy wants to show (its sampling weights, which weights it used).
+    """
 
     layers: dict[int, tuple[int, ...]]
     info: dict[str, Any] = field(default_factory=dict)
     ranks: dict[int, int] = field(default_factory=dict)
+    fisher: FisherRecord | None = None
+
+
+@dataclass
+class StrategyState:
+    """Everything a strategy carries from one round to the next: tensors and JSON-able values."""
+
+    tensors: TensorState = field(default_factory=dict)
+    values: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -71,15 +86,18 @@ class AllocationStrategy(ABC):
     """Base class; subclasses set `name`, `summary`, a nested `Params` schema and `allocate`.
 
     Layer-allocation strategies only implement `allocate`. Methods that change what a
-    client receives or how updates are combined (rank-heterogeneous LoRA, purely local
-    training) also override `downlink`, `aggregate`, and, when every client keeps its
-    own model, `personal_states`.
+    client receives or how updates are combined (rank-heterogeneous LoRA) also override
+    `downlink` and `aggregate`. A strategy with state across rounds (Fisher weights,
+    pruned ranks, full products) exposes it through `state_dict`/`load_state_dict`, so
+    the server's state is one serialisable object. With `personal_models`, every client
+    keeps its whole model and nothing is aggregated (evaluation uses the clients' own).
     """
 
     name: ClassVar[str]
     summary: ClassVar[str]
     Params: ClassVar[type[StrategyParams]] = StrategyParams
     communicates: ClassVar[bool] = True
+    personal_models: ClassVar[bool] = False
     uses_layer_scores: ClassVar[bool] = False  # needs the server's Fisher proxy set
 
     def __init__(self, params: StrategyParams) -> None:
@@ -91,7 +109,11 @@ class AllocationStrategy(ABC):
         self.layout = layout
 
     def downlink(self, global_state: TensorState, client: ClientSlot, rank: int | None) -> TensorState:
-        """The tensors a client starts its local training from (by default the global state)."""
+        """The tensors a client starts its local training from (by default the global state).
+
+        Called once per trained client and round before `aggregate`; a strategy may keep
+        what it sent until then.
+        """
         return global_state
 
     def aggregate(
@@ -100,9 +122,12 @@ class AllocationStrategy(ABC):
         """The next global state (by default heterogeneous per-tensor FedAvg)."""
         return aggregate(global_state, updates, weighting)[0]
 
-    def personal_states(self) -> dict[int, TensorState] | None:
-        """Per-client models to evaluate instead of the global one (None: evaluate the global model)."""
-        return None
+    def state_dict(self) -> StrategyState:
+        """What decides this strategy's next rounds (empty for stateless strategies)."""
+        return StrategyState()
+
+    def load_state_dict(self, state: StrategyState) -> None:
+        """Restore what `state_dict` returned (after `bind`)."""
 
     @classmethod
     def parse_params(cls, raw: dict[str, Any]) -> StrategyParams:
@@ -124,12 +149,3 @@ class AllocationStrategy(ABC):
     @abstractmethod
     def allocate(self, context: AllocationContext) -> Allocation:
         """Return each sampled client's layer set for this round."""
-
-
-def rounds_from(value: int | float, total_rounds: int) -> int:
-    """A round count given as an integer, or as a fraction of the run (0.1 of 500 rounds = 50)."""
-    return value if isinstance(value, int) else max(1, round(value * total_rounds))
-
-
-def sorted_layers(layers: Sequence[int] | np.ndarray) -> tuple[int, ...]:
-    return tuple(sorted(int(layer) for layer in layers))

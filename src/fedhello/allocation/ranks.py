@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from pydantic import Field, field_validator
 
-from fedhello.aggregation import ClientUpdate, TensorState, aggregate
+from fedhello.aggregation import ClientUpdate, aggregate
 from fedhello.allocation.base import (
     Allocation,
     AllocationContext,
@@ -22,6 +21,7 @@ from fedhello.allocation.base import (
     ModelLayout,
     StrategyParams,
 )
+from fedhello.tensor_state import TensorState
 
 
 class RankParams(StrategyParams):
@@ -49,13 +49,6 @@ def truncate(state: TensorState, pairs: Sequence[tuple[str, str]], rank: int) ->
         truncated[a_name] = state[a_name][:rank, :]
         truncated[b_name] = state[b_name][:, :rank]
     return truncated
-
-
-def pad_factor(tensor: torch.Tensor, full_shape: torch.Size) -> torch.Tensor:
-    """Zero-pad a truncated factor back to the full shape (leading block keeps the values)."""
-    padded = torch.zeros(full_shape, dtype=tensor.dtype, device=tensor.device)
-    padded[tuple(slice(0, size) for size in tensor.shape)] = tensor
-    return padded
 
 
 def local_factors(down: TensorState, update: ClientUpdate) -> TensorState:

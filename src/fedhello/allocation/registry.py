@@ -11,6 +11,7 @@ import importlib
 from importlib.metadata import entry_points
 
 from fedhello.allocation.base import AllocationStrategy
+from fedhello.config import ExperimentConfig
 from fedhello.errors import ConfigError
 
 _STRATEGIES: dict[str, type[AllocationStrategy]] = {}
@@ -53,3 +54,15 @@ def get_strategy(name: str) -> type[AllocationStrategy]:
 def build_strategy(name: str, params: dict) -> AllocationStrategy:
     cls = get_strategy(name)
     return cls(cls.parse_params(params))
+
+
+def strategy_from_config(config: ExperimentConfig) -> AllocationStrategy:
+    """The configured strategy, after importing plugins and checking what it needs from the config."""
+    import_plugins(config.allocation.plugins)
+    strategy = build_strategy(config.allocation.strategy, config.allocation.params)
+    if strategy.uses_layer_scores and config.fisher.proxy_size == 0:
+        raise ConfigError(
+            f"config field 'fisher.proxy_size': strategy {strategy.name!r} scores layers on the server's proxy set; "
+            "it must be at least 1"
+        )
+    return strategy

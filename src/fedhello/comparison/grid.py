@@ -7,7 +7,6 @@ complete and skipped; an incomplete one (interrupted) is removed and run again.
 
 from __future__ import annotations
 
-import importlib.resources
 import json
 import shutil
 from dataclasses import dataclass
@@ -18,17 +17,20 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from fedhello.comparison.methods import BUILTIN_METHODS, CENTRALIZED, centralized_overrides, known_methods
+from fedhello.allocation.registry import strategy_from_config
 from fedhello.config import (
+    COMPARISON_PRESET_PACKAGE,
     ExperimentConfig,
+    build_config,
     deep_merge,
     merge_layer,
+    nested,
+    parse_override,
     parse_yaml,
-    build_config,
     read_preset,
 )
 from fedhello.errors import ConfigError, pydantic_message
 
-COMPARISON_PRESETS = "fedhello.presets.comparisons"
 COMPLETE_MARKER = "summary.md"
 
 
@@ -85,38 +87,16 @@ class Cell:
         return {"method": self.method, "partition": self.partition, "ratio": self.ratio, "seed": self.seed}
 
 
-def comparison_preset_names() -> list[str]:
-    files = importlib.resources.files(COMPARISON_PRESETS)
-    return sorted(entry.name[: -len(".yaml")] for entry in files.iterdir() if entry.name.endswith(".yaml"))
-
-
-def _set_path(data: dict[str, Any], assignment: str) -> dict[str, Any]:
-    key, sep, raw = assignment.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"override {assignment!r} must look like field=value, e.g. seeds=[0] or base.federation.rounds=4")
-    value = parse_yaml(f"value: {raw}", f"override {key!r}")["value"]
-    update: dict[str, Any] = {}
-    cursor = update
-    parts = key.strip().split(".")
-    for part in parts[:-1]:
-        cursor = cursor.setdefault(part, {})
-    cursor[parts[-1]] = value
-    return deep_merge(data, update)
-
-
 def load_comparison(preset: str | None, path: Path | None, overrides: list[str]) -> ComparisonConfig:
-    data: dict[str, Any] = {}
-    if preset is not None:
-        if preset not in comparison_preset_names():
-            raise ConfigError(f"unknown comparison preset {preset!r}; available: {', '.join(comparison_preset_names())}")
-        data = parse_yaml((importlib.resources.files(COMPARISON_PRESETS) / f"{preset}.yaml").read_text(), preset)
+    data: dict[str, Any] = read_preset(preset, COMPARISON_PRESET_PACKAGE) if preset is not None else {}
     if path is not None:
         try:
             data = deep_merge(data, parse_yaml(Path(path).read_text(), f"comparison file {path}"))
         except OSError as exc:
             raise ConfigError(f"comparison file {str(path)!r} cannot be read ({exc.strerror})") from None
     for assignment in overrides:
-        data = _set_path(data, assignment)
+        parts, value = parse_override(assignment, "field=value, e.g. seeds=[0] or base.federation.rounds=4")
+        data = deep_merge(data, nested(parts, value))
     if not data:
         raise ConfigError("compare needs --preset or --config (see `fedhello presets`)")
     try:
@@ -157,7 +137,9 @@ def cell_config(comparison: ComparisonConfig, cell: Cell) -> ExperimentConfig:
         data = deep_merge(data, {"groups": {"ratio": cell.ratio}})
     data = deep_merge(data, {"seed": cell.seed, "name": cell.cell_id})
     try:
-        return build_config(data)
+        config = build_config(data)
+        strategy_from_config(config)
+        return config
     except ConfigError as error:
         raise ConfigError(f"comparison cell {cell.cell_id}: {error}") from None
 

@@ -16,8 +16,7 @@ import torch
 from torch import nn
 
 from fedhello.models.layers import LayerMap, build_layer_map
-
-TensorState = dict[str, torch.Tensor]
+from fedhello.tensor_state import TensorState
 HEAD_MODULE_NAMES = ("classifier", "score")
 
 

@@ -1,4 +1,8 @@
-"""Run-directory writer: JSONL logs, ``metrics.csv`` and TensorBoard scalars."""
+"""Run-directory writer: JSONL logs, ``metrics.csv`` and TensorBoard scalars.
+
+It takes the typed records of `fedhello.records` and writes their JSON form; readers get
+the same dicts back with `read_jsonl` (or the records with each record's `from_json`).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ import json
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
+
+from fedhello.records import AllocationRecord, ClientRecord, FisherRecord, RoundRecord, JsonRecord
 
 METRICS_JSONL = "metrics.jsonl"
 CLIENTS_JSONL = "clients.jsonl"
@@ -25,8 +31,10 @@ METRICS_CSV_COLUMNS: tuple[str, ...] = (
     "eval_loss",
     "num_clients",
     "clients",
+    "dropped",
     "bytes_down",
     "bytes_up",
+    "eval_time_s",
     "wall_time_s",
 )
 
@@ -36,6 +44,7 @@ _ROUND_SCALARS: dict[str, str] = {
     "comm/bytes_down": "bytes_down",
     "comm/bytes_up": "bytes_up",
     "time/round_s": "wall_time_s",
+    "time/eval_s": "eval_time_s",
 }
 _EVAL_SCALARS: tuple[str, ...] = ("accuracy", "macro_f1", "micro_f1", "loss")
 
@@ -70,8 +79,10 @@ def metrics_csv_row(record: dict) -> dict[str, Any]:
         "eval_loss": ev.get("loss"),
         "num_clients": len(clients),
         "clients": " ".join(str(c) for c in clients),
+        "dropped": " ".join(str(d["client"]) for d in record.get("dropped") or []),
         "bytes_down": record.get("bytes_down"),
         "bytes_up": record.get("bytes_up"),
+        "eval_time_s": record.get("eval_time_s"),
         "wall_time_s": record.get("wall_time_s"),
     }
     return {k: "" if v is None else v for k, v in row.items()}
@@ -97,17 +108,21 @@ class RunWriter:
 
             self._tb = SummaryWriter(log_dir=str(self.out_dir / TENSORBOARD_DIR))
 
-    def _append(self, name: str, record: dict) -> None:
+    def _append(self, name: str, record: dict | JsonRecord) -> None:
         if self._closed:
             raise RuntimeError("RunWriter is closed")
         f = self._files.get(name)
         if f is None:
             f = self._files[name] = (self.out_dir / name).open("w", encoding="utf-8")
+        if isinstance(record, JsonRecord):
+            record = record.to_json()
         f.write(json.dumps(record, default=_json_default) + "\n")
         f.flush()
 
-    def log_round(self, record: dict) -> None:
+    def log_round(self, record: RoundRecord | dict) -> None:
         """Log one round record to ``metrics.jsonl``, TensorBoard and memory."""
+        if isinstance(record, RoundRecord):
+            record = record.to_json()
         self._append(METRICS_JSONL, record)
         self.rounds.append(record)
         if self._tb is None:
@@ -122,16 +137,16 @@ class RunWriter:
                 self._tb.add_scalar(f"eval/{key}", float(ev[key]), step)
         self._tb.flush()
 
-    def log_clients(self, records: list[dict]) -> None:
+    def log_clients(self, records: list[ClientRecord] | list[dict]) -> None:
         """Log per-client records of one round to ``clients.jsonl`` (one line each)."""
         for record in records:
             self._append(CLIENTS_JSONL, record)
 
-    def log_allocation(self, record: dict) -> None:
+    def log_allocation(self, record: AllocationRecord | dict) -> None:
         """Log one round's layer allocation to ``allocations.jsonl``."""
         self._append(ALLOCATIONS_JSONL, record)
 
-    def log_fisher(self, record: dict) -> None:
+    def log_fisher(self, record: FisherRecord | dict) -> None:
         """Log one Fisher refresh (scores, tiers, weights) to ``fisher.jsonl``."""
         self._append(FISHER_JSONL, record)
 

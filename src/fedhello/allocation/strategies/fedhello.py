@@ -7,11 +7,17 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from fedhello.allocation.base import Allocation, AllocationContext, AllocationStrategy, rounds_from
+from fedhello.allocation.base import Allocation, AllocationContext, AllocationStrategy, StrategyState
 from fedhello.allocation.patterns import PatternName, profile_weights
 from fedhello.allocation.registry import register_strategy
-from fedhello.allocation.strategies.fim import RoundSpec, TierWeightsParams, check_round_spec, fisher_weights
-from fedhello.allocation.strategies.rgd import sample_allocation
+from fedhello.allocation.strategy_utils import (
+    FisherSchedule,
+    RoundSpec,
+    TierWeightsParams,
+    check_round_spec,
+    fisher_weights,
+    sample_allocation,
+)
 
 
 class FedHeLLoParams(TierWeightsParams):
@@ -38,18 +44,23 @@ class FedHeLLoStrategy(AllocationStrategy):
 
     def __init__(self, params: FedHeLLoParams) -> None:
         super().__init__(params)
+        self.schedule = FisherSchedule(start=params.fim_start, every=params.fim_every)
         self._fisher: np.ndarray | None = None
 
     def allocate(self, context: AllocationContext) -> Allocation:
-        start = rounds_from(self.params.fim_start, context.total_rounds)
-        every = rounds_from(self.params.fim_every, context.total_rounds)
-        info: dict = {}
-        if context.round >= start and (context.round - start) % every == 0:
-            self._fisher, info["fisher"] = fisher_weights(context, self.params.tier_weights)
+        fisher = None
+        if self.schedule.refreshes_in(context.round, context.total_rounds):
+            self._fisher, fisher = fisher_weights(context, self.params.tier_weights)
             weights, source = self._fisher, "fim"
         elif self._fisher is not None and self.params.mode == "persistent":
             weights, source = self._fisher, "fim"
         else:
             weights, source = profile_weights(self.params.pattern, context.num_layers, context.group_budgets), "rgd"
-        info["source"] = source
-        return Allocation(sample_allocation(context, weights), info)
+        return Allocation(sample_allocation(context, weights), {"source": source}, fisher=fisher)
+
+    def state_dict(self) -> StrategyState:
+        return StrategyState(values={"fisher_weights": None if self._fisher is None else self._fisher.tolist()})
+
+    def load_state_dict(self, state: StrategyState) -> None:
+        weights = state.values.get("fisher_weights")
+        self._fisher = None if weights is None else np.asarray(weights, dtype=np.float64)

@@ -4,7 +4,7 @@ import numpy as np
 
 from fedhello.allocation.base import Allocation, AllocationContext, AllocationStrategy
 from fedhello.allocation.registry import register_strategy
-from fedhello.allocation.strategies.rgd import sample_allocation
+from fedhello.allocation.strategy_utils import sample_allocation
 
 
 @register_strategy

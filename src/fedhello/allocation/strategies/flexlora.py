@@ -14,10 +14,11 @@ from collections.abc import Sequence
 
 import torch
 
-from fedhello.aggregation import ClientUpdate, TensorState
-from fedhello.allocation.base import ModelLayout
+from fedhello.aggregation import ClientUpdate
+from fedhello.allocation.base import ModelLayout, StrategyState
 from fedhello.allocation.ranks import RankHeterogeneousStrategy, local_factors
 from fedhello.allocation.registry import register_strategy
+from fedhello.tensor_state import TensorState
 
 
 def svd_factors(product: torch.Tensor, rank: int, initial_a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -41,6 +42,12 @@ class FlexLoRAStrategy(RankHeterogeneousStrategy):
         super().bind(layout)
         state = layout.initial_state
         self._products = {a: state[b] @ state[a] for a, b in layout.layer_map.pairs}
+
+    def state_dict(self) -> StrategyState:
+        return StrategyState(tensors={f"product.{name}": product for name, product in self._products.items()})
+
+    def load_state_dict(self, state: StrategyState) -> None:
+        self._products = {name: state.tensors[f"product.{name}"] for name in self._products}
 
     def client_start(self, global_state: TensorState) -> TensorState:
         start = dict(global_state)

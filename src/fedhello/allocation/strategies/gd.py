@@ -1,19 +1,16 @@
 """`gd`: GD-HLA, deterministic geometric patterns (SPEC §2.1)."""
 
-from fedhello.allocation.base import Allocation, AllocationContext, AllocationStrategy, StrategyParams
-from fedhello.allocation.patterns import PatternName, pattern_layers
+from fedhello.allocation.base import Allocation, AllocationContext, AllocationStrategy
+from fedhello.allocation.patterns import pattern_layers
 from fedhello.allocation.registry import register_strategy
-
-
-class GDParams(StrategyParams):
-    pattern: PatternName = "bottleneck"
+from fedhello.allocation.strategy_utils import PatternParams
 
 
 @register_strategy
 class GDStrategy(AllocationStrategy):
     name = "gd"
     summary = "each client trains the first `budget` layers of a geometric pattern (fixed sets)"
-    Params = GDParams
+    Params = PatternParams
 
     def allocate(self, context: AllocationContext) -> Allocation:
         return Allocation(

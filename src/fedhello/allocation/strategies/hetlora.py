@@ -16,10 +16,11 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from fedhello.aggregation import ClientUpdate, TensorState
-from fedhello.allocation.base import AllocationContext, ClientSlot
-from fedhello.allocation.ranks import RankHeterogeneousStrategy, RankParams, local_factors, pad_factor
+from fedhello.aggregation import ClientUpdate
+from fedhello.allocation.base import AllocationContext, ClientSlot, StrategyState
+from fedhello.allocation.ranks import RankHeterogeneousStrategy, RankParams, local_factors
 from fedhello.allocation.registry import register_strategy
+from fedhello.tensor_state import TensorState, pad_factor
 
 
 class HetLoRAParams(RankParams):
@@ -51,6 +52,12 @@ class HetLoRAStrategy(RankHeterogeneousStrategy):
 
     def client_rank(self, client: ClientSlot, context: AllocationContext) -> int:
         return min(super().client_rank(client, context), self._pruned_ranks.get(client.client_id, self.full_rank))
+
+    def state_dict(self) -> StrategyState:
+        return StrategyState(values={"pruned_ranks": {str(client): rank for client, rank in self._pruned_ranks.items()}})
+
+    def load_state_dict(self, state: StrategyState) -> None:
+        self._pruned_ranks = {int(client): int(rank) for client, rank in state.values.get("pruned_ranks", {}).items()}
 
     def aggregate(self, global_state: TensorState, updates: Sequence[ClientUpdate], weighting: str) -> TensorState:
         new_state = self.aggregate_head(global_state, updates, weighting)

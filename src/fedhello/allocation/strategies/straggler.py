@@ -1,12 +1,15 @@
 """`straggler`: everyone trains the weakest group's budget, on one fixed pattern set."""
 
-from fedhello.allocation.base import Allocation, AllocationContext, AllocationStrategy, StrategyParams
+from pydantic import Field
+
+from fedhello.allocation.base import Allocation, AllocationContext, AllocationStrategy
 from fedhello.allocation.patterns import PatternName, pattern_layers
 from fedhello.allocation.registry import register_strategy
+from fedhello.allocation.strategy_utils import PatternParams
 
 
-class StragglerParams(StrategyParams):
-    pattern: PatternName = "inverted_triangle"
+class StragglerParams(PatternParams):
+    pattern: PatternName = Field("inverted_triangle", description="the pattern whose first k layers everyone trains")
 
 
 @register_strategy

@@ -1,0 +1,70 @@
+"""Pieces that several strategies share (as peft's `tuners_utils`): parameter schemas,
+round schedules given as counts or fractions of the run, the Fisher-refresh schedule,
+Fisher-tier weights and weighted per-client layer sampling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from fedhello.allocation.base import AllocationContext, StrategyParams
+from fedhello.allocation.patterns import PatternName, sample_layers
+from fedhello.allocation.tiers import tier_sampling_weights
+from fedhello.records import FisherRecord
+
+RoundSpec = int | float
+
+
+def check_round_spec(value: RoundSpec) -> RoundSpec:
+    if (isinstance(value, int) and value < 1) or (isinstance(value, float) and not 0 < value <= 1):
+        raise ValueError("must be a round count >= 1 or a fraction of the run in (0, 1]")
+    return value
+
+
+def rounds_from(value: RoundSpec, total_rounds: int) -> int:
+    """A round count given as an integer, or as a fraction of the run (0.1 of 500 rounds = 50)."""
+    return value if isinstance(value, int) else max(1, round(value * total_rounds))
+
+
+class PatternParams(StrategyParams):
+    pattern: PatternName = Field("bottleneck", description="geometric pattern: triangle, inverted_triangle, bottleneck, uniform")
+
+
+class TierWeightsParams(StrategyParams):
+    tier_weights: list[float] = Field([1.0, 2.0, 3.0], min_length=2, description="weight per tier, low to high")
+
+    @field_validator("tier_weights")
+    @classmethod
+    def _positive(cls, value: list[float]) -> list[float]:
+        if any(weight <= 0 for weight in value):
+            raise ValueError("tier weights must be positive")
+        return value
+
+
+@dataclass(frozen=True)
+class FisherSchedule:
+    """Fisher refreshes in rounds start, start + every, start + 2*every, ... (rounds count from 1)."""
+
+    start: RoundSpec
+    every: RoundSpec
+
+    def refreshes_in(self, round_number: int, total_rounds: int) -> bool:
+        start, every = rounds_from(self.start, total_rounds), rounds_from(self.every, total_rounds)
+        return round_number >= start and (round_number - start) % every == 0
+
+
+def fisher_weights(context: AllocationContext, tier_weights: list[float]) -> tuple[np.ndarray, FisherRecord]:
+    """Score layers on the current global model and turn the scores into sampling weights."""
+    if context.layer_scores is None:
+        raise RuntimeError("this strategy needs layer scores, but the driver provided no scoring function")
+    scores = np.asarray(context.layer_scores(), dtype=np.float64)
+    tiers, weights = tier_sampling_weights(scores, tier_weights)
+    return weights, FisherRecord(context.round, scores.tolist(), tiers.tolist(), weights.tolist())
+
+
+def sample_allocation(context: AllocationContext, weights: np.ndarray) -> dict[int, tuple[int, ...]]:
+    """Each client draws its budget of layers from `weights`, without replacement."""
+    return {client.client_id: sample_layers(context.rng, weights, client.budget) for client in context.clients}

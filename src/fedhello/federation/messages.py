@@ -1,0 +1,42 @@
+"""What travels between server and client: one instruction down, one reply up.
+
+These are plain dataclasses of tensors and numbers, so every engine can carry them: the
+in-process engine passes them as objects, the Flower engine converts them to and from
+Flower records (`fedhello.flower.codec`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fedhello.aggregation import ClientUpdate
+from fedhello.records import ClientRecord
+from fedhello.tensor_state import TensorState
+
+
+@dataclass
+class TrainInstruction:
+    """One client's job for one round.
+
+    `tensors` is the model the client starts from (all exchanged tensors but the ones it
+    keeps itself); a reduced-rank client gets leading blocks of the LoRA factors.
+    `keep_local` names the tensors the client keeps as its own across rounds (a local
+    head, a whole personal model): it starts from its own copy, and never sends them.
+    """
+
+    round: int
+    client_id: int
+    group: int
+    layers: tuple[int, ...]
+    rank: int | None
+    tensors: TensorState
+    train_head: bool
+    keep_local: tuple[str, ...] = ()
+
+
+@dataclass
+class ClientReply:
+    """A client's deltas of exactly what it trained, and what the round cost it."""
+
+    update: ClientUpdate
+    record: ClientRecord

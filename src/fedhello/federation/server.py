@@ -1,0 +1,264 @@
+"""The server role: it owns the round.
+
+Each round the server samples clients, asks the allocation strategy who trains which
+layers (and at what rank), builds each client's `TrainInstruction`, checks every reply
+against what it sent, aggregates the survivors, evaluates, and returns the round's
+records. Everything that decides the next round is in `Server.state_dict()`: the global
+tensors, the round and the strategy's state. Random streams are derived from the seed
+and the round number, so no generator state needs saving.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from fedhello.allocation.base import Allocation, AllocationContext, AllocationStrategy, ClientSlot, ModelLayout, StrategyState
+from fedhello.allocation.groups import assign_groups, resolve_budgets
+from fedhello.config import ExperimentConfig
+from fedhello.federation.messages import ClientReply, TrainInstruction
+from fedhello.records import (
+    AllocationRecord,
+    AssignedLayers,
+    ClientRecord,
+    DroppedClient,
+    EvalResult,
+    FisherRecord,
+    RoundRecord,
+)
+from fedhello.seeding import numpy_rng
+from fedhello.tensor_state import TensorState
+
+
+class ServerRuntime(Protocol):
+    """What the server needs from the model side of its engine."""
+
+    num_test_samples: int
+
+    def evaluate(self, global_state: TensorState, indices: np.ndarray, split: str) -> EvalResult: ...
+
+    def score_layers(self, global_state: TensorState) -> np.ndarray: ...
+
+
+@dataclass
+class ServerState:
+    """Everything that decides the next round (the reliability layer checkpoints this)."""
+
+    round: int
+    global_tensors: TensorState
+    strategy: StrategyState = field(default_factory=StrategyState)
+
+
+@dataclass
+class RoundPlan:
+    """A round in flight: who was sampled, the allocation, and what each trained client is sent."""
+
+    round: int
+    slots: list[ClientSlot]
+    allocation: Allocation
+    instructions: list[TrainInstruction]
+    idle: list[ClientRecord]
+    started: float
+
+
+@dataclass
+class RoundOutcome:
+    """Everything a round reports: the round record, per-client records, allocation, Fisher refresh."""
+
+    record: RoundRecord
+    clients: list[ClientRecord]
+    allocation: AllocationRecord
+    fisher: FisherRecord | None
+
+
+class UpdateRejected(ValueError):
+    """A reply that does not match what the server sent; the client is dropped from the round."""
+
+
+class Server:
+    def __init__(
+        self, config: ExperimentConfig, strategy: AllocationStrategy, layout: ModelLayout, runtime: ServerRuntime
+    ) -> None:
+        self.config = config
+        self.strategy = strategy
+        self.layout = layout
+        self.runtime = runtime
+        self.num_layers = layout.layer_map.num_layers
+        self.group_budgets = resolve_budgets(config.groups.budgets, self.num_layers)
+        self.client_groups = assign_groups(
+            config.federation.num_clients, config.groups.ratio, config.groups.assignment, numpy_rng(config.seed, "groups")
+        )
+        strategy.bind(layout)
+        self.round = 0
+        self.global_state: TensorState = dict(layout.initial_state)
+        subset = config.evaluation.subset_size
+        test_size = runtime.num_test_samples
+        self.eval_subset = (
+            np.sort(numpy_rng(config.seed, "eval").choice(test_size, subset, replace=False))
+            if subset is not None and subset < test_size
+            else np.arange(test_size)
+        )
+        head = set(layout.head_names)
+        everything = layout.layer_map.all_names + layout.head_names
+        self.kept_by_clients: tuple[str, ...] = (
+            everything if strategy.personal_models
+            else layout.head_names if config.training.head == "local"
+            else ()
+        )
+        self._sent_names = tuple(name for name in everything if name not in self.kept_by_clients)
+        self._head = head
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> ServerState:
+        return ServerState(self.round, dict(self.global_state), self.strategy.state_dict())
+
+    def load_state_dict(self, state: ServerState) -> None:
+        self.round = state.round
+        self.global_state = dict(state.global_tensors)
+        self.strategy.load_state_dict(state.strategy)
+
+    @property
+    def finished(self) -> bool:
+        return self.round >= self.config.federation.rounds
+
+    # ------------------------------------------------------------------ one round
+
+    def plan_round(self) -> RoundPlan:
+        """Sample this round's clients, allocate layers, and build each trained client's instruction."""
+        started = time.perf_counter()
+        round_number = self.round + 1
+        federation = self.config.federation
+        sampling = numpy_rng(self.config.seed, "sampling", round_number)
+        chosen = np.sort(sampling.choice(federation.num_clients, federation.clients_per_round, replace=False))
+        slots = [
+            ClientSlot(int(client), int(self.client_groups[client]), self.group_budgets[self.client_groups[client]])
+            for client in chosen
+        ]
+        allocation = self.strategy.allocate(
+            AllocationContext(
+                round=round_number,
+                total_rounds=federation.rounds,
+                num_layers=self.num_layers,
+                clients=slots,
+                group_budgets=self.group_budgets,
+                rng=numpy_rng(self.config.seed, "allocation", round_number),
+                layer_scores=lambda: self.runtime.score_layers(self.global_state),
+            )
+        )
+        instructions, idle = [], []
+        for slot in slots:
+            layers = allocation.layers[slot.client_id]
+            rank = allocation.ranks.get(slot.client_id)
+            if not layers:
+                idle.append(ClientRecord(round_number, slot.client_id, slot.group, [], status="idle", rank=rank))
+                continue
+            down = self.strategy.downlink(self.global_state, slot, rank)
+            instructions.append(
+                TrainInstruction(
+                    round=round_number,
+                    client_id=slot.client_id,
+                    group=slot.group,
+                    layers=tuple(layers),
+                    rank=rank,
+                    tensors={name: down[name] for name in self._sent_names},
+                    train_head=self.config.training.head != "frozen",
+                    keep_local=self.kept_by_clients,
+                )
+            )
+        return RoundPlan(round_number, slots, allocation, instructions, idle, started)
+
+    def check_reply(self, instruction: TrainInstruction, reply: ClientReply) -> None:
+        """Reject a reply that holds anything but finite deltas of what the client was told to train."""
+        update = reply.update
+        if update.client_id != instruction.client_id:
+            raise UpdateRejected(f"reply names client {update.client_id}")
+        allowed = set(self.layout.layer_map.names_for(instruction.layers))
+        if instruction.train_head:
+            allowed |= self._head
+        allowed -= set(instruction.keep_local)
+        extra = set(update.deltas) - allowed
+        if extra:
+            raise UpdateRejected(f"update holds {len(extra)} tensors it was not allocated, e.g. {sorted(extra)[0]}")
+        for name, delta in update.deltas.items():
+            sent = instruction.tensors[name]
+            if delta.shape != sent.shape or delta.dtype != sent.dtype:
+                raise UpdateRejected(
+                    f"{name}: got {tuple(delta.shape)} {delta.dtype}, expected {tuple(sent.shape)} {sent.dtype}"
+                )
+            if not torch.isfinite(delta).all():
+                raise UpdateRejected(f"{name}: non-finite values")
+        if update.num_samples < 1:
+            raise UpdateRejected(f"num_samples {update.num_samples} < 1")
+
+    def finish_round(
+        self, plan: RoundPlan, replies: Sequence[ClientReply], failures: Sequence[DroppedClient] = ()
+    ) -> RoundOutcome:
+        """Check and aggregate the replies, evaluate when due, and advance the round."""
+        instructions = {instruction.client_id: instruction for instruction in plan.instructions}
+        dropped = list(failures)
+        accepted: list[ClientReply] = []
+        for reply in replies:
+            instruction = instructions.get(reply.update.client_id)
+            try:
+                if instruction is None:
+                    raise UpdateRejected("client was not asked to train this round")
+                self.check_reply(instruction, reply)
+            except UpdateRejected as rejected:
+                dropped.append(DroppedClient(reply.update.client_id, f"update rejected: {rejected}"))
+                continue
+            accepted.append(reply)
+        answered = {reply.update.client_id for reply in replies} | {d.client for d in dropped}
+        dropped += [DroppedClient(client, "no reply") for client in instructions if client not in answered]
+
+        self.global_state = self.strategy.aggregate(
+            self.global_state, [reply.update for reply in accepted], self.config.training.weighting
+        )
+        self.round = plan.round
+
+        groups = {slot.client_id: slot.group for slot in plan.slots}
+        client_records = [reply.record for reply in accepted] + plan.idle + [
+            ClientRecord(plan.round, d.client, groups[d.client], list(plan.allocation.layers[d.client]),
+                         status="dropped", rank=plan.allocation.ranks.get(d.client), reason=d.reason)
+            for d in dropped
+        ]
+        client_records.sort(key=lambda record: record.client)
+        layer_counts = np.zeros(self.num_layers, dtype=np.int64)
+        for slot in plan.slots:
+            layer_counts[list(plan.allocation.layers[slot.client_id])] += 1
+        trained = [reply.record for reply in accepted]
+        record = RoundRecord(
+            round=plan.round,
+            clients=[slot.client_id for slot in plan.slots],
+            train_loss=float(np.mean([r.train_loss for r in trained])) if trained else None,
+            bytes_down=int(sum(r.bytes_down for r in trained)),
+            bytes_up=int(sum(r.bytes_up for r in trained)),
+            client_time_s=float(sum(r.wall_time_s for r in trained)),
+            layer_counts=layer_counts.tolist(),
+            dropped=sorted(dropped, key=lambda d: d.client),
+        )
+        evaluation_started = time.perf_counter()
+        record.eval = self.evaluate_if_due(plan.round)
+        record.eval_time_s = time.perf_counter() - evaluation_started
+        record.wall_time_s = time.perf_counter() - plan.started
+        allocation = AllocationRecord(
+            plan.round,
+            [AssignedLayers(slot.client_id, slot.group, list(plan.allocation.layers[slot.client_id]),
+                            plan.allocation.ranks.get(slot.client_id)) for slot in plan.slots],
+            plan.allocation.info.get("source"),
+        )
+        return RoundOutcome(record, client_records, allocation, plan.allocation.fisher)
+
+    def evaluate_if_due(self, round_number: int) -> EvalResult | None:
+        """The whole test set after the last round; the fixed subset every `evaluation.every` rounds."""
+        if round_number == self.config.federation.rounds:
+            return self.runtime.evaluate(self.global_state, np.arange(self.runtime.num_test_samples), "test")
+        if round_number % self.config.evaluation.every == 0:
+            split = "subset" if len(self.eval_subset) < self.runtime.num_test_samples else "test"
+            return self.runtime.evaluate(self.global_state, self.eval_subset, split)
+        return None

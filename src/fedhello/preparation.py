@@ -1,0 +1,126 @@
+"""Load what an experiment needs, the same way in every process that takes part in it.
+
+The in-process engine calls `prepare_task` once; under Flower, the ServerApp and every
+ClientApp process call it for their own copy (every random stream derives from the
+seed, so they agree on the partition, the proxy set and the initial model). Everything
+that can reject the configuration (checks that need the data or the model, such as
+budgets against the number of layers) runs here, before any run directory exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from fedhello.allocation.base import ModelLayout
+from fedhello.allocation.groups import resolve_budgets
+from fedhello.config import ExperimentConfig
+from fedhello.data.datasets import ImageClassificationData, load_dataset
+from fedhello.data.images import image_split
+from fedhello.data.partition import partition_indices
+from fedhello.data.splits import Split
+from fedhello.data.tokenize import encode_texts
+from fedhello.errors import ConfigError
+from fedhello.federation.client import ClientRuntime
+from fedhello.federation.model_runtime import GlobalModelRuntime
+from fedhello.models.classifier import load_classifier
+from fedhello.models.federated_model import FederatedModel
+from fedhello.seeding import numpy_rng
+
+
+@dataclass
+class FederatedTask:
+    """Everything a federated run needs that does not change across rounds."""
+
+    federated: FederatedModel
+    train: Split
+    test: Split
+    proxy: Split | None
+    client_indices: list[np.ndarray]
+    label_names: tuple[str, ...]
+
+    def layout(self) -> ModelLayout:
+        return ModelLayout(self.federated.layer_map, self.federated.head_names, self.federated.state())
+
+    def client_runtime(self, config: ExperimentConfig) -> ClientRuntime:
+        return ClientRuntime.from_config(config, self.federated, self.train, self.test, self.client_indices)
+
+    def global_runtime(self, config: ExperimentConfig) -> GlobalModelRuntime:
+        return GlobalModelRuntime(self.federated, self.test, self.proxy, config.evaluation.batch_size,
+                                  config.fisher.batch_size, config.fisher.objective)
+
+
+def select_device(choice: str) -> torch.device:
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("config field 'device': 'cuda' was requested but no CUDA device is available")
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(choice)
+
+
+def _check_against_data(config: ExperimentConfig, num_train: int, num_classes: int) -> None:
+    federation, partition = config.federation, config.partition
+    if partition.scheme == "pathological" and partition.classes_per_client > num_classes:
+        raise ConfigError(
+            f"config field 'partition.classes_per_client': {partition.classes_per_client} exceeds the "
+            f"{num_classes} classes of {config.data.dataset}"
+        )
+    if federation.num_clients > num_train:
+        raise ConfigError(f"config field 'federation.num_clients': {federation.num_clients} exceeds {num_train} training samples")
+
+
+def _capped(size: int, cap: int | None, rng: np.random.Generator) -> np.ndarray:
+    """All positions, or a seeded sorted subsample of `cap` of them."""
+    if cap is None or cap >= size:
+        return np.arange(size)
+    return np.sort(rng.choice(size, cap, replace=False))
+
+
+def prepare_task(config: ExperimentConfig) -> FederatedTask:
+    """Load data and model, split off the proxy set, partition the rest among clients."""
+    data = load_dataset(config.data.dataset)
+    train_positions = _capped(len(data.train_labels), config.data.max_train_samples, numpy_rng(config.seed, "partition", 1))
+    test_positions = _capped(len(data.test_labels), config.data.max_test_samples, numpy_rng(config.seed, "eval", 1))
+    proxy_size = config.fisher.proxy_size
+    if proxy_size >= len(train_positions):
+        raise ConfigError(f"config field 'fisher.proxy_size': {proxy_size} leaves no training data for the clients")
+    shuffled = numpy_rng(config.seed, "proxy").permutation(train_positions)
+    proxy_positions, client_positions = np.sort(shuffled[:proxy_size]), np.sort(shuffled[proxy_size:])
+    _check_against_data(config, len(client_positions), data.num_classes)
+
+    images = isinstance(data, ImageClassificationData)
+    if images != (config.model.task == "image_classification"):
+        raise ConfigError(
+            f"config field 'model.task': {config.model.task} does not fit dataset {config.data.dataset!r} "
+            f"({'images' if images else 'texts'})"
+        )
+    device = select_device(config.device)
+    federated = load_classifier(config, data.num_classes, device)
+    resolve_budgets(config.groups.budgets, federated.layer_map.num_layers)
+
+    def encode(split: str, positions: np.ndarray):
+        labels = getattr(data, f"{split}_labels")[positions]
+        if images:
+            num_channels = federated.model.get_base_model().config.num_channels
+            return image_split(getattr(data, f"{split}_images")[positions], labels, federated.preprocessor, num_channels)
+        texts = getattr(data, f"{split}_texts")
+        return encode_texts(federated.preprocessor, [texts[i] for i in positions], labels, config.model.max_length)
+
+    train = encode("train", client_positions)
+    test = encode("test", test_positions)
+    proxy = encode("train", proxy_positions) if proxy_size else None
+    partition = config.partition
+    client_indices = partition_indices(
+        train.labels.numpy(),
+        config.federation.num_clients,
+        partition.scheme,
+        numpy_rng(config.seed, "partition"),
+        classes_per_client=partition.classes_per_client,
+        min_per_client=partition.min_per_client,
+        alpha=partition.alpha,
+    )
+    return FederatedTask(federated, train, test, proxy, client_indices, data.label_names)
+
+

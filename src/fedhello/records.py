@@ -1,0 +1,136 @@
+"""Typed records of a run: what the server and clients report each round.
+
+Every writer (JSONL, CSV, TensorBoard, summaries) and reader goes through these
+dataclasses, so the field names live in one place. `to_json` gives the line written to
+the run directory; `from_json` reads one back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+Record = TypeVar("Record")
+
+ClientStatus = Literal["trained", "idle", "dropped"]
+
+
+def _to_json(record: Any) -> dict[str, Any]:
+    """A dict of the record's fields, nested records included, without fields that are None."""
+    out: dict[str, Any] = {}
+    for item in dataclasses.fields(record):
+        value = getattr(record, item.name)
+        if value is None:
+            continue
+        if dataclasses.is_dataclass(value):
+            value = _to_json(value)
+        elif isinstance(value, (list, tuple)):
+            value = [_to_json(v) if dataclasses.is_dataclass(v) else v for v in value]
+        out[item.name] = value
+    return out
+
+
+class JsonRecord:
+    def to_json(self) -> dict[str, Any]:
+        return _to_json(self)
+
+    @classmethod
+    def from_json(cls: type[Record], data: dict[str, Any]) -> Record:
+        known = {item.name for item in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+
+@dataclass
+class EvalResult(JsonRecord):
+    """Metrics of one evaluation; `num_clients` is set for personal-model evaluations."""
+
+    split: str
+    accuracy: float
+    macro_f1: float
+    micro_f1: float
+    loss: float
+    num_samples: int
+    num_clients: int | None = None
+
+
+@dataclass
+class ClientRecord(JsonRecord):
+    """One client's round: what it trained, what it cost, or why it was dropped."""
+
+    round: int
+    client: int
+    group: int
+    layers: list[int]
+    status: ClientStatus = "trained"
+    rank: int | None = None
+    trainable_params: int = 0
+    local_steps: int = 0
+    num_samples: int = 0
+    train_loss: float | None = None
+    wall_time_s: float = 0.0
+    bytes_down: int = 0
+    bytes_up: int = 0
+    activation_bytes: int = 0
+    reason: str | None = None
+
+
+@dataclass
+class DroppedClient(JsonRecord):
+    client: int
+    reason: str
+
+
+@dataclass
+class RoundRecord(JsonRecord):
+    """The server's record of one round (a line of metrics.jsonl)."""
+
+    round: int
+    clients: list[int]
+    train_loss: float | None
+    bytes_down: int
+    bytes_up: int
+    client_time_s: float
+    layer_counts: list[int]
+    dropped: list[DroppedClient] = field(default_factory=list)
+    eval: EvalResult | None = None
+    eval_time_s: float = 0.0
+    wall_time_s: float = 0.0
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RoundRecord:
+        record = super().from_json(data)
+        record.dropped = [DroppedClient.from_json(d) for d in data.get("dropped", [])]
+        record.eval = EvalResult.from_json(data["eval"]) if data.get("eval") else None
+        return record
+
+
+@dataclass
+class AssignedLayers(JsonRecord):
+    client: int
+    group: int
+    layers: list[int]
+    rank: int | None = None
+
+
+@dataclass
+class AllocationRecord(JsonRecord):
+    """Who trains which layers in one round (a line of allocations.jsonl)."""
+
+    round: int
+    clients: list[AssignedLayers]
+    source: str | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> AllocationRecord:
+        return cls(data["round"], [AssignedLayers.from_json(c) for c in data["clients"]], data.get("source"))
+
+
+@dataclass
+class FisherRecord(JsonRecord):
+    """One Fisher refresh: per-layer scores, their tiers and the resulting sampling weights."""
+
+    round: int
+    scores: list[float]
+    tiers: list[int]
+    weights: list[float]
