@@ -26,7 +26,7 @@ def runner_calls(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[Experi
     """Stub out fedhello.runner (so nothing trains) and run from an empty working directory."""
     calls: list[ExperimentConfig] = []
 
-    def run_experiment(config: ExperimentConfig) -> types.SimpleNamespace:
+    def run_experiment(config: ExperimentConfig, engine: str = "inprocess") -> types.SimpleNamespace:
         calls.append(config)
         return types.SimpleNamespace(summary_table="(stub)", out_dir=config.output.dir)
 

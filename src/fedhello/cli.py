@@ -21,10 +21,23 @@ def _run(args: argparse.Namespace) -> int:
         config.output.dir = str(args.out)
     from fedhello.runner import run_experiment
 
-    outcome = run_experiment(config)
+    outcome = run_experiment(config, engine=args.engine)
     print()
     print(outcome.summary_table)
     print(f"\nrun directory: {outcome.out_dir}  (summary.md, metrics.csv, plots, tensorboard/)")
+    return 0
+
+
+def _flower_app(args: argparse.Namespace) -> int:
+    from fedhello.allocation.registry import strategy_from_config
+    from fedhello.config import load_config
+
+    config = load_config(args.preset, args.config, args.set)
+    strategy_from_config(config)
+    from fedhello.flower.deployment import write_flower_app
+
+    app_dir = write_flower_app(config, args.run_dir, args.app_dir)
+    print(f"Flower app written to {app_dir}; run it with: flwr run {app_dir} <connection> --stream")
     return 0
 
 
@@ -111,7 +124,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override one field, e.g. --set federation.rounds=20 or --set rounds=20 (repeatable)")
     run.add_argument("--out", type=Path, help="run directory (default: runs/<timestamp>-<name>-<strategy>)")
+    run.add_argument("--engine", choices=("inprocess", "flower-sim", "flower-local"), default="inprocess",
+                     help="inprocess (default); flower-sim: Flower's simulation engine; flower-local: a Flower "
+                     "deployment on 127.0.0.1 with one SuperNode per client (both need fedhello[flower])")
     run.set_defaults(handler=_run)
+
+    flower_app = commands.add_parser("flower-app", help="write a Flower app directory for `flwr run` on a deployment")
+    flower_app.add_argument("--preset", help="a shipped preset (see `fedhello presets`)")
+    flower_app.add_argument("--config", type=Path, help="a YAML config file, applied over the preset")
+    flower_app.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one field")
+    flower_app.add_argument("--run-dir", type=Path, required=True,
+                            help="where the ServerApp writes the run directory (on the SuperLink's machine)")
+    flower_app.add_argument("--app-dir", type=Path, required=True, help="the Flower app directory to write")
+    flower_app.set_defaults(handler=_flower_app)
 
     compare = commands.add_parser("compare", help="run a grid of methods x partitions x seeds and tabulate it")
     compare.add_argument("--preset", help="a shipped comparison preset (see `fedhello presets`)")

@@ -142,6 +142,15 @@ class EvaluationConfig(_Section):
     batch_size: int = Field(64, ge=1, description="evaluation batch size")
 
 
+class FlowerConfig(_Section):
+    round_timeout_s: float = Field(
+        600.0, gt=0, le=86400, description="Flower engines: a node that has not replied by then is dropped from the round"
+    )
+    connect_timeout_s: float = Field(
+        120.0, gt=0, le=86400, description="Flower engines: how long the ServerApp waits for one node per client to connect"
+    )
+
+
 class OutputConfig(_Section):
     dir: str | None = Field(None, description="run directory (default: runs/<timestamp>-<name>-<strategy>)")
     tensorboard: bool = Field(True, description="write TensorBoard events")
@@ -163,6 +172,7 @@ class ExperimentConfig(_Section):
     allocation: AllocationConfig = Field(default_factory=AllocationConfig)
     fisher: FisherConfig = Field(default_factory=FisherConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    flower: FlowerConfig = Field(default_factory=FlowerConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
 
 

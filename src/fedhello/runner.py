@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from fedhello.allocation.registry import strategy_from_config
@@ -167,8 +167,17 @@ def finish_run(out_dir: Path, global_state: TensorState) -> str:
     return write_run_report(out_dir)
 
 
-def run_experiment(config: ExperimentConfig, out_dir: Path | None = None) -> RunOutcome:
-    """One experiment on the in-process engine, written to its run directory."""
+ENGINES = ("inprocess", "flower-sim", "flower-local")
+
+
+def run_experiment(config: ExperimentConfig, out_dir: Path | None = None, engine: str = "inprocess") -> RunOutcome:
+    """One experiment on the chosen engine, written to its run directory.
+
+    inprocess: server and clients in this process; flower-sim: Flower's simulation engine;
+    flower-local: a real Flower deployment (SuperLink + one SuperNode per client) on loopback.
+    """
+    if engine != "inprocess":
+        return _run_on_flower(config, Path(out_dir or config.output.dir or default_run_dir(config)), engine)
     strategy = strategy_from_config(config)
     task = prepare_task(config)
     out_dir = claim_run_dir(Path(out_dir or config.output.dir or default_run_dir(config)))
@@ -182,3 +191,28 @@ def run_experiment(config: ExperimentConfig, out_dir: Path | None = None) -> Run
         progress.close()
     table = finish_run(out_dir, server.global_state)
     return RunOutcome(out_dir, last.eval if last else None, server.global_state, table)
+
+
+def _run_on_flower(config: ExperimentConfig, out_dir: Path, engine: str) -> RunOutcome:
+    if engine not in ENGINES:
+        raise ConfigError(f"engine {engine!r} is not one of {', '.join(ENGINES)}")
+    try:
+        import flwr  # noqa: F401
+    except ImportError:
+        raise ConfigError(f"engine {engine!r} needs Flower: pip install -e '.[flower]'") from None
+    strategy_from_config(config)
+    prepare_task(config)  # every config check that needs the data or the model, before anything starts
+    if (out_dir / "metrics.jsonl").exists():
+        raise ConfigError(f"config field 'output.dir': {out_dir} already holds a run; choose another --out")
+    if engine == "flower-sim":
+        from fedhello.flower.simulation import run_flower_simulation
+
+        run_flower_simulation(config, out_dir)
+    else:
+        from fedhello.flower.deployment import run_local_deployment
+
+        run_local_deployment(config, out_dir, out_dir / "flower")
+    rounds = read_jsonl(out_dir / "metrics.jsonl")
+    final = RoundRecord.from_json(rounds[-1]).eval if rounds else None
+    headers, rows = summary_table_rows(rounds, rounds[-1].get("eval") if rounds else None)
+    return RunOutcome(out_dir, final, load_file(out_dir / "adapter.safetensors"), format_table(headers, rows))

@@ -1,0 +1,171 @@
+"""Flower deployment: the app directory `flwr run` ships, and a local loopback deployment.
+
+`write_flower_app` writes a Flower app directory whose pyproject names fedhello's
+ServerApp and ClientApp and carries the fedhello config in its run config. Every
+SuperNode and the SuperLink need fedhello installed (the app holds no code of its own).
+
+`LocalDeployment` starts a real SuperLink and SuperNodes as processes on 127.0.0.1
+(insecure: for tests and demos only) and stops them by PID, whatever happens.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from fedhello.config import ExperimentConfig
+from fedhello.flower.run_settings import CONFIG_KEY, OUT_DIR_KEY, encode_config
+
+APP_PYPROJECT = """\
+[build-system]
+requires = ["hatchling"]
+build-backend = "hatchling.build"
+
+[project]
+name = "fedhello-flower-app"
+version = "1.0.0"
+description = "fedhello run {name}: Fed-HeLLo heterogeneous LoRA on Flower"
+license = "Apache-2.0"
+dependencies = []
+
+[tool.hatch.build.targets.wheel]
+packages = ["."]
+
+[tool.flwr.app]
+publisher = "fedhello"
+
+[tool.flwr.app.components]
+serverapp = "fedhello.flower.server_app:app"
+clientapp = "fedhello.flower.client_app:app"
+
+[tool.flwr.app.config]
+# The fedhello config (base64 YAML) and where the ServerApp writes the run directory.
+{config_key} = "{config}"
+{out_dir_key} = "{out_dir}"
+"""
+
+
+def write_flower_app(config: ExperimentConfig, run_dir: Path, app_dir: Path) -> Path:
+    app_dir.mkdir(parents=True, exist_ok=True)
+    (app_dir / "pyproject.toml").write_text(APP_PYPROJECT.format(
+        name=config.name, config_key=CONFIG_KEY, config=encode_config(config),
+        out_dir_key=OUT_DIR_KEY, out_dir=str(run_dir.resolve()),
+    ))
+    return app_dir
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def flower_command(name: str) -> str:
+    """A Flower CLI next to this interpreter (the venv's), else on PATH."""
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.exists() else shutil.which(name)
+    if found is None:
+        raise RuntimeError(f"{name} not found: install the Flower extra, pip install -e '.[flower]'")
+    return found
+
+
+class LocalDeployment:
+    """A SuperLink and `num_nodes` SuperNodes (partition-id 0..n-1) on loopback, insecure."""
+
+    CONNECTION = "fedhello-local"
+
+    def __init__(self, work_dir: Path, num_nodes: int) -> None:
+        self.work_dir = work_dir.resolve()
+        self.num_nodes = num_nodes
+        self.port = free_port()
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    @staticmethod
+    def environment() -> dict[str, str]:
+        """This environment, with the Flower commands first on PATH (the SuperLink starts `flower-superexec`)."""
+        bin_dir = str(Path(flower_command("flower-superlink")).parent)
+        return {**os.environ, "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")])}
+
+    def _start(self, name: str, command: list[str]) -> None:
+        home = self.work_dir / name
+        home.mkdir(parents=True, exist_ok=True)
+        log = (self.work_dir / f"{name}.log").open("w")
+        self.processes[name] = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env={**self.environment(), "FLWR_HOME": str(home)},
+            start_new_session=True,  # its own process group: stopping it stops the apps it spawned
+        )
+
+    def wait_for_superlink(self, timeout_s: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.processes["superlink"].poll() is not None:
+                raise RuntimeError(f"the SuperLink exited; see {self.work_dir / 'superlink.log'}")
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.5)
+        raise RuntimeError(f"the SuperLink did not open port {self.port} within {timeout_s:.0f} s")
+
+    def start(self) -> LocalDeployment:
+        address = f"127.0.0.1:{self.port}"
+        self._start("superlink", [flower_command("flower-superlink"), "--insecure", "--host", "127.0.0.1",
+                                  "--port", str(self.port), "--disable-runtime-dependency-installation"])
+        self.wait_for_superlink()
+        for node in range(self.num_nodes):
+            self._start(f"supernode{node}", [
+                flower_command("flower-supernode"), "--insecure", "--superlink", address, "--port", str(free_port()),
+                "--node-config", f"partition-id={node} num-partitions={self.num_nodes}",
+            ])
+        cli_home = self.work_dir / "cli"
+        cli_home.mkdir(parents=True, exist_ok=True)
+        (cli_home / "config.toml").write_text(
+            f'[superlink]\ndefault = "{self.CONNECTION}"\n\n[superlink.{self.CONNECTION}]\n'
+            f'address = "{address}"\ninsecure = true\n'
+        )
+        return self
+
+    def run_app(self, app_dir: Path, timeout_s: float | None = None) -> subprocess.CompletedProcess:
+        """`flwr run APP fedhello-local --stream`: blocks until the run ends."""
+        env = {**self.environment(), "FLWR_HOME": str(self.work_dir / "cli"), "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
+        return subprocess.run([flower_command("flwr"), "run", str(app_dir), self.CONNECTION, "--stream"],
+                              env=env, capture_output=True, text=True, timeout=timeout_s)
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Signal a process and everything it started; SIGKILL it if it has not ended after 10 s."""
+        process = self.processes[name]
+        for signal_number in (sig, signal.SIGKILL):
+            try:
+                os.killpg(process.pid, signal_number)
+            except ProcessLookupError:
+                pass
+            try:
+                process.wait(timeout=10)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+    def stop(self) -> None:
+        for name in reversed(list(self.processes)):
+            self.kill(name, signal.SIGTERM)
+
+    def __enter__(self) -> LocalDeployment:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def run_local_deployment(config: ExperimentConfig, run_dir: Path, work_dir: Path) -> None:
+    """Start a loopback deployment with one SuperNode per client, run the app on it, stop everything."""
+    app_dir = write_flower_app(config, run_dir, work_dir / "app")
+    with LocalDeployment(work_dir, config.federation.num_clients) as deployment:
+        result = deployment.run_app(app_dir)
+    if result.returncode != 0 or not (run_dir / "summary.md").exists():
+        tail = (result.stdout + result.stderr).strip().splitlines()[-15:]
+        raise RuntimeError("the Flower deployment run did not finish:\n" + "\n".join(tail))
