@@ -16,6 +16,7 @@ from transformers import (
     LlamaForSequenceClassification,
     ViTConfig,
     ViTForImageClassification,
+    ViTImageProcessor,
 )
 from transformers import logging as transformers_logging
 
@@ -161,3 +162,15 @@ def tiny_bert4(one_torch_thread) -> FederatedModel:
     federated = build_tiny_federated("bert", 4)
     randomize_lora(federated)
     return federated
+
+
+@pytest.fixture(scope="session")
+def tiny_vit_folder(tmp_path_factory):
+    """A tiny random-init ViT saved as a Hugging Face folder: 4 layers, 8x8 grey images (the `digits` dataset)."""
+    folder = tmp_path_factory.mktemp("tiny-vit")
+    torch.manual_seed(0)
+    config = ViTConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
+                       image_size=8, patch_size=2, num_channels=1, num_labels=10)
+    ViTForImageClassification(config).save_pretrained(folder)
+    ViTImageProcessor(size={"height": 8, "width": 8}, image_mean=[0.5], image_std=[0.5]).save_pretrained(folder)
+    return folder

@@ -6,24 +6,10 @@ The same code path serves ViT-B/16 on CIFAR-100 for users with hub access (the p
 from __future__ import annotations
 
 import pytest
-import torch
-from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
-
 from fedhello.config import load_config
 from fedhello.errors import ConfigError
 from fedhello.outputs.run_writer import read_jsonl
 from fedhello.runner import prepare_task, run_experiment
-
-
-@pytest.fixture(scope="module")
-def tiny_vit_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-vit")
-    torch.manual_seed(0)
-    config = ViTConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
-                       image_size=8, patch_size=2, num_channels=1, num_labels=10)
-    ViTForImageClassification(config).save_pretrained(folder)
-    ViTImageProcessor(size={"height": 8, "width": 8}, image_mean=[0.5], image_std=[0.5]).save_pretrained(folder)
-    return folder
 
 
 def vit_config(folder, *extra):
