@@ -26,7 +26,9 @@ HERE = Path(__file__).resolve().parent
 SCRIPTS: dict[str, list[str]] = {
     "allocation_savings.py": ["--steps", "3", "--repeats", "2"],
     "fisher_scoring.py": ["--repeats", "3"],
-    "cpu_levers.py": ["--repeats", "2", "--eval-samples", "64", "--batch-sizes", "32", "64", "128", "--seeds", "0", "1", "2", "--train-steps", "10", "--accuracy-samples", "200"],
+    # bf16 is 6-10x slower than fp32 on AVX2-only CPUs, so the paired bf16 accuracy check
+    # (cpu_levers.py --seeds 0 1 2) is left out here; run it by hand on a bf16-capable CPU.
+    "cpu_levers.py": ["--repeats", "2", "--eval-samples", "64", "--batch-sizes", "32", "64", "128", "--seeds"],
 }
 
 
