@@ -71,12 +71,13 @@ def test_comparison_grid_table_resume_and_report(tmp_path, monkeypatch):
     monkeypatch.setattr(fedhello.runner, "run_experiment", refuse)
     assert run_comparison(comparison, grid_dir, progress=False) == run_dirs
 
-    # An incomplete cell (no summary.md) is removed and run again, alone.
+    # An incomplete cell (not marked complete, no checkpoint to resume from) is removed and run again, alone.
     monkeypatch.undo()
     real = fedhello.runner.run_experiment
     incomplete = run_dirs[3]
     first_rounds = read_jsonl(incomplete / "metrics.jsonl")
-    (incomplete / "summary.md").unlink()
+    (incomplete / "status.json").write_text('{"status": "interrupted", "round": 0, "rounds": 2}')
+    shutil.rmtree(incomplete / "checkpoint")
     (incomplete / "stale.txt").write_text("left over from an interrupted run")
     calls = []
 

@@ -1,4 +1,4 @@
-"""The `fedhello` command line: run, presets, strategies, datasets."""
+"""The `fedhello` command line: run, resume, compare, report, presets, strategies, datasets."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from fedhello.errors import ConfigError
+from fedhello.errors import ConfigError, RunInterrupted
 
 EXIT_CONFIG_ERROR = 2
+EXIT_INTERRUPTED = 130
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -22,6 +23,16 @@ def _run(args: argparse.Namespace) -> int:
     from fedhello.runner import run_experiment
 
     outcome = run_experiment(config, engine=args.engine)
+    print()
+    print(outcome.summary_table)
+    print(f"\nrun directory: {outcome.out_dir}  (summary.md, metrics.csv, plots, tensorboard/)")
+    return 0
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from fedhello.runner import resume_experiment
+
+    outcome = resume_experiment(args.run_dir)
     print()
     print(outcome.summary_table)
     print(f"\nrun directory: {outcome.out_dir}  (summary.md, metrics.csv, plots, tensorboard/)")
@@ -59,7 +70,7 @@ def _report(args: argparse.Namespace) -> int:
     from fedhello.runner import write_run_report
 
     directory: Path = args.directory
-    if (directory / "metrics.jsonl").exists():
+    if (directory / "metrics.jsonl").exists() or (directory / "config.yaml").exists():
         print(write_run_report(directory))
     elif (directory / "runs").is_dir():
         print(write_report(directory, args.target))
@@ -129,6 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
                      "deployment on 127.0.0.1 with one SuperNode per client (both need fedhello[flower])")
     run.set_defaults(handler=_run)
 
+    resume = commands.add_parser("resume", help="continue an interrupted run from its last checkpoint")
+    resume.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    resume.set_defaults(handler=_resume)
+
     flower_app = commands.add_parser("flower-app", help="write a Flower app directory for `flwr run` on a deployment")
     flower_app.add_argument("--preset", help="a shipped preset (see `fedhello presets`)")
     flower_app.add_argument("--config", type=Path, help="a YAML config file, applied over the preset")
@@ -163,9 +178,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (ConfigError, FileNotFoundError) as error:
+    except (ConfigError, FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError) as error:
         print(f"fedhello: error: {error}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
+    except RunInterrupted as error:
+        print(f"fedhello: {error}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print("fedhello: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # Output piped into e.g. `head`, which stopped reading: not an error.
         sys.stderr.close()

@@ -7,8 +7,10 @@ command-line overrides are applied on top, in that order. Every problem becomes 
 
 from __future__ import annotations
 
+import difflib
 import importlib.resources
 import json
+import math
 import re
 from pathlib import Path
 from types import UnionType
@@ -21,7 +23,7 @@ from fedhello.errors import ConfigError, pydantic_message
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True, allow_inf_nan=False)
 
 
 class ModelConfig(_Section):
@@ -61,6 +63,9 @@ class FederationConfig(_Section):
     num_clients: int = Field(20, ge=1, description="K, clients holding data")
     clients_per_round: int = Field(5, ge=1, description="m, clients sampled per round")
     rounds: int = Field(20, ge=1, description="communication rounds")
+    max_update_bytes: int | None = Field(
+        None, ge=1, description="reject a client update larger than this (null: the bytes the client was sent)"
+    )
 
     @model_validator(mode="after")
     def _sample_fits(self) -> FederationConfig:
@@ -101,7 +106,7 @@ class GroupsConfig(_Section):
                 value = [float(part) for part in value.split(":")]
             except ValueError:
                 raise ValueError(f"ratio {value!r} must look like '6:3:1'") from None
-        if not value or any(part <= 0 for part in value):
+        if not value or any(not math.isfinite(part) or part <= 0 for part in value):
             raise ValueError("ratio needs one positive share per group")
         return list(value)
 
@@ -151,6 +156,21 @@ class FlowerConfig(_Section):
     )
 
 
+FaultKind = Literal["raise", "nan", "inf", "extra_tensor", "wrong_shape", "wrong_dtype", "oversize", "diverge"]
+
+
+class FaultConfig(_Section):
+    """Fault injection (tests, demos): chosen clients misbehave in one way in chosen rounds."""
+
+    clients: list[int] = Field(min_length=1, description="client ids that misbehave")
+    kind: FaultKind = Field(description="raise / nan / inf / extra_tensor / wrong_shape / wrong_dtype / oversize / diverge")
+    rounds: list[int] | None = Field(None, description="rounds in which they misbehave (null: every round)")
+
+
+class CheckpointConfig(_Section):
+    every: int = Field(1, ge=1, description="write a checkpoint (for `fedhello resume`) every N rounds and after the last")
+
+
 class OutputConfig(_Section):
     dir: str | None = Field(None, description="run directory (default: runs/<timestamp>-<name>-<strategy>)")
     tensorboard: bool = Field(True, description="write TensorBoard events")
@@ -159,7 +179,10 @@ class OutputConfig(_Section):
 
 
 class ExperimentConfig(_Section):
-    name: str = Field("default", description="run name, used in the default run directory")
+    name: str = Field(
+        "default", max_length=120,
+        description="run name, used in the default run directory (letters, digits, _ . + -; no path separators)",
+    )
     seed: int = Field(0, ge=0, description="the one seed every random stream derives from")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA (bf16 autocast) when present")
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -173,7 +196,27 @@ class ExperimentConfig(_Section):
     fisher: FisherConfig = Field(default_factory=FisherConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     flower: FlowerConfig = Field(default_factory=FlowerConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    faults: list[FaultConfig] = Field(default_factory=list, description="fault injection: clients that misbehave on purpose")
     output: OutputConfig = Field(default_factory=OutputConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*", value):
+            raise ValueError(
+                f"run name {value!r} may hold only letters, digits, _ . + - and must not start with '.' "
+                "(it names a folder inside runs/)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _faulty_clients_exist(self) -> ExperimentConfig:
+        for index, fault in enumerate(self.faults):
+            bad = [client for client in fault.clients if not 0 <= client < self.federation.num_clients]
+            if bad:
+                raise ValueError(f"faults[{index}]: client {bad[0]} is not in 0..{self.federation.num_clients - 1}")
+        return self
 
 
 # --------------------------------------------------------------------------- loading
@@ -319,10 +362,17 @@ def apply_override(data: dict[str, Any], assignment: str) -> dict[str, Any]:
         return merge_layer(data, {"allocation": {"params": {**(params or {}), parts[-1]: value}}})
     resolved = _leaf_paths(ExperimentConfig).get(key)
     if resolved is None:
-        raise ConfigError(f"override {key!r}: no such config field (see the config reference in the README)")
+        hint = did_you_mean(key, _leaf_paths(ExperimentConfig))
+        raise ConfigError(f"override {key!r}: no such config field{hint} (see `fedhello config`)")
     if "|" in resolved:
         raise ConfigError(f"override {key!r} is ambiguous; write one of: {', '.join(resolved.split('|'))}")
     return merge_layer(data, nested(resolved.split("."), value))
+
+
+def did_you_mean(given: str, valid) -> str:
+    """'; did you mean 'x'?' for the closest valid name, or ''."""
+    close = difflib.get_close_matches(given, [str(name) for name in valid], n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def _describe_error(exc: ValidationError) -> str:
@@ -332,9 +382,13 @@ def _describe_error(exc: ValidationError) -> str:
         parent = location.rsplit(".", 1)[0] if "." in location else ""
         section: type[BaseModel] = ExperimentConfig
         for part in parent.split(".") if parent else []:
+            if part.isdigit():
+                continue
             section = section.model_fields[part].annotation  # type: ignore[assignment]
+            if get_origin(section) is list:
+                section = get_args(section)[0]
         allowed = ", ".join(section.model_fields)
-        return f"unknown config field '{location}'; allowed here: {allowed}"
+        return f"unknown config field '{location}'{did_you_mean(location.rsplit('.', 1)[-1], section.model_fields)}; allowed here: {allowed}"
     message = pydantic_message(error)
     given = error.get("input")
     shown = "" if isinstance(given, (dict, list)) or given is None else f" (got {given!r})"

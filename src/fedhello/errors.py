@@ -5,6 +5,10 @@ class ConfigError(ValueError):
     """A configuration problem: names the field and what is allowed."""
 
 
+class RunInterrupted(Exception):
+    """Ctrl-C stopped a run cleanly; the message says how to resume it."""
+
+
 def pydantic_message(error: dict) -> str:
     """A pydantic error's message without the 'Value error, ' prefix custom validators get."""
     return error["msg"].removeprefix("Value error, ")

@@ -121,6 +121,13 @@ def prepare_task(config: ExperimentConfig) -> FederatedTask:
         min_per_client=partition.min_per_client,
         alpha=partition.alpha,
     )
+    empty = [client for client, indices in enumerate(client_indices) if len(indices) == 0]
+    if empty:
+        raise ConfigError(
+            f"config field 'partition': the {partition.scheme} partition leaves {len(empty)} of "
+            f"{config.federation.num_clients} clients (e.g. client {empty[0]}) with no training samples; "
+            "use fewer clients, more data, or a larger partition.min_per_client / partition.alpha"
+        )
     return FederatedTask(federated, train, test, proxy, client_indices, data.label_names)
 
 

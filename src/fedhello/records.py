@@ -96,6 +96,7 @@ class RoundRecord(JsonRecord):
     eval: EvalResult | None = None
     eval_time_s: float = 0.0
     wall_time_s: float = 0.0
+    status: Literal["empty"] | None = None  # "empty": no client's update survived, the model is unchanged
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RoundRecord:

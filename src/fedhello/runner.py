@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +20,21 @@ import numpy as np
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from fedhello.allocation.base import AllocationStrategy
 from fedhello.allocation.registry import strategy_from_config
+from fedhello.checkpoint import (
+    is_complete,
+    load_checkpoint,
+    read_status,
+    save_checkpoint,
+    truncate_records,
+    write_status,
+)
 from fedhello.config import ExperimentConfig, config_to_yaml, load_config
 from fedhello.data.partition import partition_summary
-from fedhello.errors import ConfigError
-from fedhello.federation.inprocess import build_inprocess_engine
+from fedhello.errors import ConfigError, RunInterrupted
+from fedhello.federation.client import Client
+from fedhello.federation.inprocess import InProcessEngine, build_inprocess_engine
 from fedhello.federation.server import Server
 from fedhello.outputs import RunWriter, plots
 from fedhello.outputs.run_writer import read_jsonl
@@ -38,10 +49,37 @@ def default_run_dir(config: ExperimentConfig) -> Path:
     return Path("runs") / f"{stamp}-{config.name}-{config.allocation.strategy}"
 
 
-def claim_run_dir(path: Path) -> Path:
-    if (path / "metrics.jsonl").exists():
-        raise ConfigError(f"config field 'output.dir': {path} already holds a run; choose another --out")
-    path.mkdir(parents=True, exist_ok=True)
+# What may already be in a directory a run claims: a comparison cell's label, Flower's node homes.
+PRE_EXISTING = {"cell.json", "flower"}
+
+
+def check_run_dir(path: Path) -> None:
+    """Refuse a run directory that is a file, unwritable, another run, or a non-empty foreign folder."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"config field 'output.dir': {path} is a file, not a directory; choose another --out")
+    if path.is_dir():
+        entries = {entry.name for entry in path.iterdir()}
+        if "metrics.jsonl" in entries or "config.yaml" in entries:
+            raise ConfigError(f"config field 'output.dir': {path} already holds a run; choose another --out "
+                              f"(or continue an interrupted one with `fedhello resume {path}`)")
+        if entries - PRE_EXISTING:
+            raise ConfigError(f"config field 'output.dir': {path} is not empty and not a fedhello run directory; "
+                              "choose a new or empty --out")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"config field 'output.dir': cannot create {path} ({existing} is not a writable directory)")
+
+
+def claim_run_dir(path: Path, rounds: int = 0) -> Path:
+    """Create the run directory, marked as a running run (see `fedhello.checkpoint`)."""
+    check_run_dir(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"config field 'output.dir': cannot create {path} ({error.strerror})") from None
+    write_status(path, "running", 0, rounds)
     return path
 
 
@@ -102,8 +140,13 @@ def write_run_report(out_dir: Path) -> str:
         plots.plot_layer_counts(allocations, num_layers, out_dir / "layer_counts.png")
         plots.plot_fisher_scores(read_jsonl(out_dir / "fisher.jsonl"), out_dir / "fisher_scores.png")
         plots.plot_partition(_read_partition(out_dir / "partition.csv"), out_dir / "partition.png")
-    final_eval = rounds[-1].get("eval") if rounds else None
+    status = read_status(out_dir)
+    incomplete = status is not None and status.get("status") != "complete"
+    final_eval = rounds[-1].get("eval") if rounds and not incomplete else None
     headers, rows = summary_table_rows(rounds, final_eval)
+    if incomplete:
+        rows.insert(0, ["run status", f"INCOMPLETE ({status.get('status')}): {len(rounds)} of "
+                                      f"{config.federation.rounds} rounds; continue with `fedhello resume {out_dir}`"])
     config_lines = [
         f"model `{config.model.name}` ({num_layers} layers), LoRA rank {config.lora.rank}, dataset `{config.data.dataset}`",
         f"{config.federation.num_clients} clients, {config.federation.clients_per_round} per round, "
@@ -114,7 +157,7 @@ def write_run_report(out_dir: Path) -> str:
     ]
     write_summary(
         out_dir / "summary.md",
-        title=f"fedhello run: {config.name}",
+        title=f"fedhello run: {config.name}" + (" (INCOMPLETE)" if incomplete else ""),
         config_lines=config_lines,
         final_eval=final_eval,
         rounds=rounds,
@@ -139,6 +182,10 @@ def progress_reporter(config: ExperimentConfig) -> tuple[tqdm, Callable[[RoundRe
         shown = {"loss": f"{record.train_loss:.3f}"} if record.train_loss is not None else {}
         if record.dropped:
             shown["dropped"] = str(len(record.dropped))
+            for dropped in record.dropped:
+                progress.write(f"round {record.round:>4}  client {dropped.client} excluded: {dropped.reason}")
+        if record.status == "empty":
+            progress.write(f"round {record.round:>4}  no update survived: the global model is unchanged")
         if record.eval is not None:
             shown["acc"] = f"{record.eval.accuracy:.3f}"
             loss = record.train_loss if record.train_loss is not None else float("nan")
@@ -163,7 +210,10 @@ def write_run_info(out_dir: Path, task: FederatedTask, server: Server, engine: s
 
 
 def finish_run(out_dir: Path, global_state: TensorState) -> str:
+    """Save the final adapter, mark the run complete, write its report."""
     save_file({name: tensor.contiguous().cpu() for name, tensor in global_state.items()}, out_dir / "adapter.safetensors")
+    rounds = load_config(path=out_dir / "config.yaml").federation.rounds
+    write_status(out_dir, "complete", rounds, rounds)
     return write_run_report(out_dir)
 
 
@@ -176,19 +226,85 @@ def run_experiment(config: ExperimentConfig, out_dir: Path | None = None, engine
     inprocess: server and clients in this process; flower-sim: Flower's simulation engine;
     flower-local: a real Flower deployment (SuperLink + one SuperNode per client) on loopback.
     """
+    out_dir = Path(out_dir or config.output.dir or default_run_dir(config))
     if engine != "inprocess":
-        return _run_on_flower(config, Path(out_dir or config.output.dir or default_run_dir(config)), engine)
+        return _run_on_flower(config, out_dir, engine)
+    check_run_dir(out_dir)
     strategy = strategy_from_config(config)
     task = prepare_task(config)
-    out_dir = claim_run_dir(Path(out_dir or config.output.dir or default_run_dir(config)))
+    claim_run_dir(out_dir, config.federation.rounds)
     (out_dir / "config.yaml").write_text(config_to_yaml(config))
+    return _run_inprocess(config, task, strategy, out_dir, resume=False)
+
+
+def resume_experiment(run_dir: Path) -> RunOutcome:
+    """Continue an interrupted in-process run from its last complete checkpoint."""
+    config_path = run_dir / "config.yaml"
+    if not run_dir.is_dir() or not config_path.is_file():
+        raise ConfigError(f"{run_dir} is not a fedhello run directory (no config.yaml); nothing to resume")
+    if is_complete(run_dir):
+        raise ConfigError(f"{run_dir} is a complete run; nothing to resume (`fedhello report {run_dir}` shows it)")
+    info = run_dir / "run_info.json"
+    if info.exists() and json.loads(info.read_text()).get("engine", "inprocess") != "inprocess":
+        raise ConfigError(f"{run_dir} was run on Flower; only in-process runs can be resumed")
+    config = load_config(path=config_path)
+    strategy = strategy_from_config(config)
+    task = prepare_task(config)
+    return _run_inprocess(config, task, strategy, run_dir, resume=True)
+
+
+def _checkpoint(out_dir: Path, config_text: str, engine: InProcessEngine) -> None:
+    clients = {client_id: client.state for client_id, client in engine.clients.items() if client.state}
+    save_checkpoint(out_dir, config_text, engine.server.strategy.name, engine.server.state_dict(), clients)
+
+
+def _run_inprocess(
+    config: ExperimentConfig, task: FederatedTask, strategy: AllocationStrategy, out_dir: Path, resume: bool
+) -> RunOutcome:
+    config_text = (out_dir / "config.yaml").read_text()
+    total = config.federation.rounds
+    checkpoint = None
+    if resume:
+        layout_state = {name: tensor for name, tensor in task.layout().initial_state.items()}
+        checkpoint = load_checkpoint(out_dir, config_text, strategy.name, layout_state)
+        truncate_records(out_dir, checkpoint.records if checkpoint else {})
+    start = checkpoint.round if checkpoint else 0
     progress, show = progress_reporter(config)
-    with RunWriter(out_dir, tensorboard=config.output.tensorboard) as writer:
-        engine = build_inprocess_engine(config, task, strategy, writer, on_round=show)
-        server = engine.server
-        write_run_info(out_dir, task, server, "inprocess")
-        last = engine.run()
+    progress.update(start)
+    try:
+        with RunWriter(out_dir, tensorboard=config.output.tensorboard, resume_after=start if checkpoint else None) as writer:
+            engine = build_inprocess_engine(config, task, strategy, writer, on_round=show)
+            server = engine.server
+            if checkpoint is not None:
+                server.load_state_dict(checkpoint.server)
+                engine.clients.update({client: Client(client, state) for client, state in checkpoint.clients.items()})
+            else:
+                write_run_info(out_dir, task, server, "inprocess")
+                _checkpoint(out_dir, config_text, engine)
+            write_status(out_dir, "running", server.round, total)
+            last = None
+            while not server.finished:
+                last = engine.run_round().record
+                if server.round % config.checkpoint.every == 0 or server.finished:
+                    writer.sync()
+                    _checkpoint(out_dir, config_text, engine)
+                    write_status(out_dir, "running", server.round, total)
+            progress.close()
+    except KeyboardInterrupt:
         progress.close()
+        state = read_status(out_dir) or {}
+        write_status(out_dir, "interrupted", int(state.get("round", 0)), total)
+        raise RunInterrupted(
+            f"interrupted; {out_dir} is checkpointed at round {state.get('round', 0)} of {total}. "
+            f"Continue with: fedhello resume {out_dir}"
+        ) from None
+    except BaseException as error:
+        state = read_status(out_dir) or {}
+        write_status(out_dir, "failed", int(state.get("round", 0)), total, f"{type(error).__name__}: {error}")
+        raise
+    if last is None:  # resumed after the last round's checkpoint: the final records are already written
+        rounds = read_jsonl(out_dir / "metrics.jsonl")
+        last = RoundRecord.from_json(rounds[-1]) if rounds else None
     table = finish_run(out_dir, server.global_state)
     return RunOutcome(out_dir, last.eval if last else None, server.global_state, table)
 
@@ -200,10 +316,9 @@ def _run_on_flower(config: ExperimentConfig, out_dir: Path, engine: str) -> RunO
         import flwr  # noqa: F401
     except ImportError:
         raise ConfigError(f"engine {engine!r} needs Flower: pip install -e '.[flower]'") from None
+    check_run_dir(out_dir)
     strategy_from_config(config)
     prepare_task(config)  # every config check that needs the data or the model, before anything starts
-    if (out_dir / "metrics.jsonl").exists():
-        raise ConfigError(f"config field 'output.dir': {out_dir} already holds a run; choose another --out")
     if engine == "flower-sim":
         from fedhello.flower.simulation import run_flower_simulation
 

@@ -8,6 +8,8 @@ entry-point group.
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from importlib.metadata import entry_points
 
 from fedhello.allocation.base import AllocationStrategy
@@ -26,6 +28,12 @@ def register_strategy(cls: type[AllocationStrategy]) -> type[AllocationStrategy]
 
 
 def import_plugins(modules: list[str]) -> None:
+    """Import plugin modules (this runs their code), from the installed packages or the current directory.
+
+    Only commands that build a strategy (run, resume, compare, flower-app) call this; `report` never does.
+    """
+    if modules and "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())  # `fedhello run` from the folder holding my_strategies.py finds it
     for module in modules:
         try:
             importlib.import_module(module)

@@ -1,8 +1,10 @@
 """`fedhello compare`: run a grid of experiments from one base config, resumably.
 
 Each cell (method, partition, capability ratio, seed) is one ordinary run in
-`<out>/runs/<cell id>/`, with its `cell.json`. A run whose `summary.md` exists is
-complete and skipped; an incomplete one (interrupted) is removed and run again.
+`<out>/runs/<cell id>/`, with its `cell.json`. A cell whose run is marked complete
+(`status.json`) is skipped; an interrupted one is resumed from its last checkpoint
+(or started again if it never wrote one). A cell whose stored `config.yaml` differs
+from the grid's is refused: its results would be reported under the wrong label.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from fedhello.config import (
     COMPARISON_PRESET_PACKAGE,
     ExperimentConfig,
     build_config,
+    config_to_yaml,
     deep_merge,
     merge_layer,
     nested,
@@ -31,7 +34,6 @@ from fedhello.config import (
 )
 from fedhello.errors import ConfigError, pydantic_message
 
-COMPLETE_MARKER = "summary.md"
 
 
 class MethodSpec(BaseModel):
@@ -145,17 +147,39 @@ def cell_config(comparison: ComparisonConfig, cell: Cell) -> ExperimentConfig:
 
 
 def is_complete(run_dir: Path) -> bool:
-    return (run_dir / COMPLETE_MARKER).exists() and (run_dir / "cell.json").exists()
+    from fedhello.checkpoint import is_complete as run_is_complete
+
+    return (run_dir / "cell.json").exists() and run_is_complete(run_dir)
+
+
+def check_stored_config(run_dir: Path, config: ExperimentConfig, cell: Cell) -> None:
+    """Refuse a cell directory that was run with another config than the grid's."""
+    stored = run_dir / "config.yaml"
+
+    def comparable(text: str) -> object:
+        data = yaml.safe_load(text)
+        if isinstance(data, dict) and isinstance(data.get("output"), dict):
+            data["output"].pop("progress", None)  # --quiet does not change results
+        return data
+
+    if stored.exists() and comparable(stored.read_text()) != comparable(config_to_yaml(config)):
+        raise ConfigError(
+            f"comparison cell {cell.cell_id}: {run_dir} was run with a different config than this grid's; "
+            "remove that directory to rerun it, or choose another --out"
+        )
 
 
 def run_comparison(comparison: ComparisonConfig, out_dir: Path, progress: bool = True) -> list[Path]:
     """Run every incomplete cell; return all cell run directories (in grid order)."""
-    from fedhello.runner import run_experiment
+    from fedhello.runner import resume_experiment, run_experiment
 
     grid = cells(comparison)
     configs = [cell_config(comparison, cell) for cell in grid]  # reject bad cells before running any
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "comparison.yaml").write_text(yaml.safe_dump(comparison.model_dump(mode="json"), sort_keys=False))
+    for cell, config in zip(grid, configs):
+        config.output.progress = progress
+        check_stored_config(out_dir / "runs" / cell.cell_id, config, cell)
     run_dirs = []
     for index, (cell, config) in enumerate(zip(grid, configs), start=1):
         run_dir = out_dir / "runs" / cell.cell_id
@@ -163,10 +187,13 @@ def run_comparison(comparison: ComparisonConfig, out_dir: Path, progress: bool =
         if is_complete(run_dir):
             print(f"[{index}/{len(grid)}] {cell.cell_id}: complete, skipped", flush=True)
             continue
+        if (run_dir / "checkpoint" / "state.json").exists():
+            print(f"[{index}/{len(grid)}] {cell.cell_id}: resuming", flush=True)
+            resume_experiment(run_dir)
+            continue
         if run_dir.exists():
             shutil.rmtree(run_dir)
         print(f"[{index}/{len(grid)}] {cell.cell_id}", flush=True)
-        config.output.progress = progress
         run_dir.mkdir(parents=True)
         (run_dir / "cell.json").write_text(json.dumps(cell.as_dict()))
         run_experiment(config, run_dir)

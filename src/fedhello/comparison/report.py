@@ -19,6 +19,7 @@ import yaml
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
+from fedhello.checkpoint import is_complete
 from fedhello.outputs.run_writer import read_jsonl
 from fedhello.outputs.summary import format_table
 
@@ -80,7 +81,7 @@ def collect_runs(grid_dir: Path, target_accuracy: float | None, method_order: li
     runs = [
         run_metrics(run_dir, target_accuracy)
         for run_dir in sorted((grid_dir / "runs").glob("*"))
-        if (run_dir / "cell.json").exists() and (run_dir / "summary.md").exists()
+        if (run_dir / "cell.json").exists() and is_complete(run_dir)
     ]
     order = {method: index for index, method in enumerate(method_order or [])}
     return sorted(runs, key=lambda run: (order.get(run.method, len(order)), run.method, run.partition, run.ratio or "", run.seed))
@@ -220,7 +221,7 @@ def write_report(grid_dir: Path, target_accuracy: float | None = None) -> str:
     method_order = [m if isinstance(m, str) else m["name"] for m in saved.get("methods", [])]
     runs = collect_runs(grid_dir, target_accuracy, method_order)
     if not runs:
-        raise FileNotFoundError(f"{grid_dir} holds no completed comparison runs (runs/*/cell.json + summary.md)")
+        raise FileNotFoundError(f"{grid_dir} holds no completed comparison runs (runs/*/cell.json, marked complete in status.json)")
     rows = summarise(runs)
     table = markdown_table(rows, target_accuracy)
     write_csv(rows, grid_dir / "comparison.csv")

@@ -2,7 +2,8 @@
 
 The loop is the whole engine: the server plans a round, each instructed client trains,
 the server checks and aggregates the replies. A client that raises is dropped from the
-round with the reason in the records, as a failed node would be under Flower.
+round with the reason in the records, as a failed node would be under Flower. Faults
+configured under `faults` are injected here (`fedhello.federation.faults`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 from fedhello.allocation.base import AllocationStrategy
 from fedhello.config import ExperimentConfig
 from fedhello.federation.client import Client, ClientRuntime
+from fedhello.federation.faults import InjectedFault, corrupt_reply, fault_for
 from fedhello.federation.messages import ClientReply
 from fedhello.federation.model_runtime import GlobalModelRuntime
 from fedhello.federation.server import RoundOutcome, Server
@@ -112,8 +114,14 @@ class InProcessEngine:
         failures: list[DroppedClient] = []
         for instruction in plan.instructions:
             client = self.clients.setdefault(instruction.client_id, Client(instruction.client_id))
+            fault = fault_for(self.server.config.faults, plan.round, instruction.client_id)
             try:
-                replies.append(client.fit(instruction, self.client_runtime))
+                if fault == "raise":
+                    raise InjectedFault("injected fault")
+                reply = client.fit(instruction, self.client_runtime)
+                if fault is not None:
+                    reply = corrupt_reply(fault, reply, instruction, self.server.update_cap(instruction))
+                replies.append(reply)
             except Exception as error:  # noqa: BLE001 - a failing client is dropped, the round goes on
                 reason = f"training failed: {type(error).__name__}: {error}"
                 warnings.warn(f"round {plan.round}, client {instruction.client_id}: {reason}", stacklevel=1)

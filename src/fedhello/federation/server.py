@@ -32,7 +32,7 @@ from fedhello.records import (
     RoundRecord,
 )
 from fedhello.seeding import numpy_rng
-from fedhello.tensor_state import TensorState
+from fedhello.tensor_state import TensorState, state_bytes
 
 
 class ServerRuntime(Protocol):
@@ -173,9 +173,20 @@ class Server:
             )
         return RoundPlan(round_number, slots, allocation, instructions, idle, started)
 
+    def update_cap(self, instruction: TrainInstruction) -> int:
+        """The most bytes an update may hold: `federation.max_update_bytes`, else what the client was sent."""
+        return self.config.federation.max_update_bytes or state_bytes(instruction.tensors)
+
     def check_reply(self, instruction: TrainInstruction, reply: ClientReply) -> None:
-        """Reject a reply that holds anything but finite deltas of what the client was told to train."""
+        """Reject a reply that holds anything but finite deltas of what the client was told to train.
+
+        Checked in order: size (before looking inside), sender, keys, shapes and dtypes,
+        finite values, sample count, and a finite training loss (divergence).
+        """
         update = reply.update
+        size, cap = state_bytes(update.deltas), self.update_cap(instruction)
+        if size > cap:
+            raise UpdateRejected(f"update is {size} bytes, over the cap of {cap} bytes")
         if update.client_id != instruction.client_id:
             raise UpdateRejected(f"reply names client {update.client_id}")
         allowed = set(self.layout.layer_map.names_for(instruction.layers))
@@ -195,6 +206,9 @@ class Server:
                 raise UpdateRejected(f"{name}: non-finite values")
         if update.num_samples < 1:
             raise UpdateRejected(f"num_samples {update.num_samples} < 1")
+        loss = reply.record.train_loss
+        if loss is not None and not np.isfinite(loss):
+            raise UpdateRejected(f"training diverged (train loss {loss})")
 
     def finish_round(
         self, plan: RoundPlan, replies: Sequence[ClientReply], failures: Sequence[DroppedClient] = ()
@@ -216,9 +230,10 @@ class Server:
         answered = {reply.update.client_id for reply in replies} | {d.client for d in dropped}
         dropped += [DroppedClient(client, "no reply") for client in instructions if client not in answered]
 
-        self.global_state = self.strategy.aggregate(
-            self.global_state, [reply.update for reply in accepted], self.config.training.weighting
-        )
+        if accepted:
+            self.global_state = self.strategy.aggregate(
+                self.global_state, [reply.update for reply in accepted], self.config.training.weighting
+            )
         self.round = plan.round
 
         groups = {slot.client_id: slot.group for slot in plan.slots}
@@ -241,6 +256,7 @@ class Server:
             client_time_s=float(sum(r.wall_time_s for r in trained)),
             layer_counts=layer_counts.tolist(),
             dropped=sorted(dropped, key=lambda d: d.client),
+            status=None if accepted else "empty",
         )
         evaluation_started = time.perf_counter()
         record.eval = self.evaluate_if_due(plan.round)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from fedhello.config import LoraConfig
+from fedhello.errors import ConfigError
 
 # Attention projection names by architecture family: BERT/RoBERTa (and older ViT) use
 # query/value; Llama, Mistral, Qwen and current ViT use q_proj/v_proj; T5 uses q/v.
@@ -35,4 +36,12 @@ def inject_lora(model: nn.Module, settings: LoraConfig, init_seed: int) -> peft.
         # peft still calls a transformers method that transformers 5 deprecates.
         warnings.filterwarnings("ignore", category=FutureWarning, message=".*is_gradient_checkpointing.*")
         torch.manual_seed(init_seed)
-        return peft.get_peft_model(model, lora_config)
+        try:
+            return peft.get_peft_model(model, lora_config)
+        except ValueError as error:
+            if "not found in the base model" not in str(error) and "Target modules" not in str(error):
+                raise
+            raise ConfigError(
+                f"config field 'lora.target_modules': {targets} match no module of {type(model).__name__}; "
+                "use module names of the model (e.g. query, value) or 'auto'"
+            ) from None

@@ -47,4 +47,7 @@ def resolve_model_source(name: str) -> str:
     if name in OFFLINE_MODELS:
         entry = OFFLINE_MODELS[name]
         return str(locate_distribution_file(entry.distribution, entry.folder, f"model {name!r}"))
+    if name.startswith(("/", "./", "../", "~")) and not Path(name).expanduser().is_dir():
+        raise ConfigError(f"config field 'model.name': model folder {name!r} does not exist; "
+                          "give an existing folder, an offline alias (see `fedhello datasets`) or a hub id")
     return name

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+import os
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from fedhello.errors import ConfigError
 from fedhello.records import AllocationRecord, ClientRecord, FisherRecord, RoundRecord, JsonRecord
 
 METRICS_JSONL = "metrics.jsonl"
@@ -49,6 +52,19 @@ _ROUND_SCALARS: dict[str, str] = {
 _EVAL_SCALARS: tuple[str, ...] = ("accuracy", "macro_f1", "micro_f1", "loss")
 
 
+def strict_json(value: Any) -> Any:
+    """`value` with every NaN/Inf float replaced by None: metrics files are strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: strict_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(item) for item in value]
+    if hasattr(value, "tolist"):  # numpy / torch scalars and arrays
+        return strict_json(value.tolist())
+    return value
+
+
 def _json_default(obj: Any) -> Any:
     """Serialise numpy/torch scalars and arrays, which the simulator may hand over."""
     if hasattr(obj, "tolist"):
@@ -61,8 +77,25 @@ def read_jsonl(path: Path | str) -> list[dict]:
     path = Path(path)
     if not path.exists():
         return []
-    with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    records = []
+    try:
+        with path.open(encoding="utf-8") as f:
+            for number, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    record = None
+                if not isinstance(record, dict):
+                    raise ConfigError(
+                        f"{path} line {number} is not a JSON record (truncated or overwritten?); "
+                        "if the run was interrupted, `fedhello resume` cuts it back to the last checkpoint"
+                    )
+                records.append(record)
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text (binary or corrupted); it is not a fedhello record file") from None
+    return records
 
 
 def metrics_csv_row(record: dict) -> dict[str, Any]:
@@ -92,13 +125,17 @@ class RunWriter:
     """Writes everything a run logs into ``out_dir``.
 
     JSONL files are created on first write and truncated if they already exist, so a
-    run directory always describes a single run (and agrees with ``metrics.csv``).
+    run directory always describes a single run (and agrees with ``metrics.csv``). With
+    `resume_after`, the files (already cut back to that round's checkpoint) are appended
+    to instead, and TensorBoard drops its events after that round. Every line is strict
+    JSON: NaN and infinities are written as null.
     """
 
-    def __init__(self, out_dir: Path | str, *, tensorboard: bool = True) -> None:
+    def __init__(self, out_dir: Path | str, *, tensorboard: bool = True, resume_after: int | None = None) -> None:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.rounds: list[dict] = []
+        self.rounds: list[dict] = read_jsonl(self.out_dir / METRICS_JSONL) if resume_after is not None else []
+        self._mode = "a" if resume_after is not None else "w"
         self._files: dict[str, IO[str]] = {}
         self._tb = None
         self._closed = False
@@ -106,18 +143,25 @@ class RunWriter:
             # Imported lazily: pulling in torch's TensorBoard writer is slow.
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(log_dir=str(self.out_dir / TENSORBOARD_DIR))
+            purge = {"purge_step": resume_after + 1} if resume_after is not None else {}
+            self._tb = SummaryWriter(log_dir=str(self.out_dir / TENSORBOARD_DIR), **purge)
 
     def _append(self, name: str, record: dict | JsonRecord) -> None:
         if self._closed:
             raise RuntimeError("RunWriter is closed")
         f = self._files.get(name)
         if f is None:
-            f = self._files[name] = (self.out_dir / name).open("w", encoding="utf-8")
+            f = self._files[name] = (self.out_dir / name).open(self._mode, encoding="utf-8")
         if isinstance(record, JsonRecord):
             record = record.to_json()
-        f.write(json.dumps(record, default=_json_default) + "\n")
+        f.write(json.dumps(strict_json(record), default=_json_default, allow_nan=False) + "\n")
         f.flush()
+
+    def sync(self) -> None:
+        """Flush every record file to disk (before a checkpoint records their lengths)."""
+        for f in self._files.values():
+            f.flush()
+            os.fsync(f.fileno())
 
     def log_round(self, record: RoundRecord | dict) -> None:
         """Log one round record to ``metrics.jsonl``, TensorBoard and memory."""

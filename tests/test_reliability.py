@@ -1,0 +1,444 @@
+"""Reliability: exact resume after SIGKILL, faulty clients survived, bad input refused.
+
+Runs use a tiny random-init ViT on the offline `digits` dataset (seconds each). A killed
+run is a subprocess that SIGKILLs itself at a chosen point (mid-round, mid-checkpoint
+write, right after a checkpoint) through a test-only wrapper; it is resumed in this
+process and compared with an uninterrupted run: same records (all but *time_s fields)
+and bit-identical tensors.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from fedhello import cli
+from fedhello.checkpoint import CHECKPOINT_DIR, read_status
+from fedhello.config import load_config
+from fedhello.outputs.run_writer import read_jsonl
+from fedhello.runner import run_experiment
+
+RECORD_FILES = ("metrics.jsonl", "clients.jsonl", "allocations.jsonl", "fisher.jsonl")
+
+
+def tiny_config_data(folder: Path, **sections) -> dict:
+    data = {
+        "model": {"name": str(folder), "task": "image_classification"},
+        "data": {"dataset": "digits", "max_train_samples": 300, "max_test_samples": 60},
+        "federation": {"num_clients": 6, "clients_per_round": 3, "rounds": 4},
+        "partition": {"scheme": "iid"},
+        "fisher": {"proxy_size": 24},
+        "training": {"lr": 0.02, "max_local_steps": 2, "head": "local"},
+        "allocation": {"strategy": "fedhello", "params": {"fim_start": 2, "fim_every": 2}},
+        "evaluation": {"every": 2, "subset_size": None},
+        "checkpoint": {"every": 2},
+        "output": {"progress": False, "tensorboard": False, "plots": False},
+    }
+    for section, values in sections.items():
+        data[section] = {**data.get(section, {}), **values} if isinstance(values, dict) else values
+    return data
+
+
+def write_config(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def strict_records(path: Path) -> list[dict]:
+    """Parse a JSONL file refusing bare NaN/Infinity; drop wall-time fields."""
+
+    def refuse(token: str):
+        raise AssertionError(f"{path.name} holds a bare {token}")
+
+    def strip(value):
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if not k.endswith("time_s")}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    return [strip(json.loads(line, parse_constant=refuse)) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_vit_folder, tmp_path_factory) -> tuple[Path, Path]:
+    """An uninterrupted run of the tiny config (one torch thread, like the killed subprocesses)."""
+    base = tmp_path_factory.mktemp("reference")
+    config_path = write_config(base / "config.yaml", tiny_config_data(tiny_vit_folder))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_experiment(load_config(path=config_path), base / "run")
+    finally:
+        torch.set_num_threads(previous)
+    return config_path, base / "run"
+
+
+KILLER = textwrap.dedent(
+    """
+    import os, signal, sys
+    import torch
+    torch.set_num_threads(1)
+    point, at = sys.argv[1], int(sys.argv[2])
+
+    def die():
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    import fedhello.checkpoint as checkpoint
+    import fedhello.runner as runner
+    from fedhello.federation.client import Client
+
+    if point == "mid-round":  # the second client of round `at` never returns
+        fit, calls = Client.fit, []
+        def killing_fit(self, instruction, runtime):
+            if instruction.round == at:
+                calls.append(1)
+                if len(calls) == 2:
+                    die()
+            return fit(self, instruction, runtime)
+        Client.fit = killing_fit
+    elif point == "mid-checkpoint":  # dies with half of round `at`'s state.json in the temporary file
+        write = checkpoint.atomic_write
+        def killing_write(path, data):
+            if path.name == "state.json" and f'"round": {at},'.encode() in data:
+                tmp = path.with_name("." + path.name + ".tmp")
+                tmp.write_bytes(data[: len(data) // 2])
+                die()
+            return write(path, data)
+        checkpoint.atomic_write = killing_write
+    elif point == "after-checkpoint":  # dies right after round `at`'s checkpoint is complete
+        save = runner.save_checkpoint
+        def killing_save(run_dir, config_text, name, server, clients):
+            result = save(run_dir, config_text, name, server, clients)
+            if server.round == at:
+                die()
+            return result
+        runner.save_checkpoint = killing_save
+    from fedhello.cli import main
+    sys.exit(main(sys.argv[3:]))
+    """
+)
+
+
+def assert_same_run(run: Path, reference_run: Path) -> None:
+    for name in RECORD_FILES:
+        assert strict_records(run / name) == strict_records(reference_run / name), name
+    assert (run / "adapter.safetensors").read_bytes() == (reference_run / "adapter.safetensors").read_bytes()
+    assert read_status(run)["status"] == "complete"
+
+
+@pytest.mark.parametrize(("point", "at"), [("mid-round", 4), ("mid-checkpoint", 4), ("after-checkpoint", 2)])
+def test_sigkilled_run_resumes_to_the_uninterrupted_result(reference, tmp_path, point, at, one_torch_thread) -> None:
+    config_path, reference_run = reference
+    script = tmp_path / "killer.py"
+    script.write_text(KILLER)
+    run = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, str(script), point, str(at), "run", "--config", str(config_path), "--out", str(run)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == -9, result.stderr[-2000:]
+    assert read_status(run)["status"] == "running"
+    assert not (run / "adapter.safetensors").exists()
+    if point == "mid-round":  # round 3's records were written after the round-2 checkpoint: resume cuts them
+        assert len(read_jsonl(run / "metrics.jsonl")) == 3
+    assert cli.main(["report", str(run)]) == 0
+    assert "INCOMPLETE" in (run / "summary.md").read_text()
+
+    assert cli.main(["resume", str(run)]) == 0
+    assert_same_run(run, reference_run)
+
+
+def test_ctrl_c_stops_cleanly_with_a_resume_line(reference, tmp_path, monkeypatch, capsys, one_torch_thread) -> None:
+    config_path, reference_run = reference
+    from fedhello.federation.client import Client
+
+    fit = Client.fit
+
+    def interrupted_fit(self, instruction, runtime):
+        if instruction.round == 3:
+            raise KeyboardInterrupt
+        return fit(self, instruction, runtime)
+
+    monkeypatch.setattr(Client, "fit", interrupted_fit)
+    run = tmp_path / "run"
+    assert cli.main(["run", "--config", str(config_path), "--out", str(run)]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"fedhello resume {run}" in err[0] and "round 2 of 4" in err[0], err
+    assert read_status(run)["status"] == "interrupted"
+    monkeypatch.setattr(Client, "fit", fit)
+    assert cli.main(["resume", str(run)]) == 0
+    assert_same_run(run, reference_run)
+
+
+FAULT_KINDS = ["raise", "nan", "inf", "extra_tensor", "wrong_shape", "wrong_dtype", "oversize", "diverge"]
+REASONS = {
+    "raise": "training failed: InjectedFault",
+    "nan": "non-finite values",
+    "inf": "non-finite values",
+    "extra_tensor": "not allocated",
+    "wrong_shape": "expected",
+    "wrong_dtype": "torch.float64",
+    "oversize": "over the cap",
+    "diverge": "training diverged",
+}
+
+
+def test_faulty_clients_are_excluded_and_an_empty_round_keeps_the_model(tiny_vit_folder, tmp_path, one_torch_thread) -> None:
+    # 8 clients, all sampled: round 1 clients 0-3 and round 2 clients 4-7 misbehave (50%, each
+    # kind once), round 3 every client fails (an empty round), round 4 is clean.
+    faults = [{"clients": [index], "kind": kind, "rounds": [1 + index // 4]} for index, kind in enumerate(FAULT_KINDS)]
+    faults.append({"clients": list(range(8)), "kind": "raise", "rounds": [3]})
+    data = tiny_config_data(
+        tiny_vit_folder, federation={"num_clients": 8, "clients_per_round": 8, "rounds": 4},
+        training={"head": "aggregate"}, faults=faults, checkpoint={"every": 1},
+    )
+    data["allocation"] = {"strategy": "gd", "params": {}}
+    run = tmp_path / "run"
+    with pytest.warns(UserWarning):
+        outcome = run_experiment(load_config(path=write_config(tmp_path / "c.yaml", data)), run)
+    rounds = strict_records(run / "metrics.jsonl")
+    clients = strict_records(run / "clients.jsonl")
+    assert [r["round"] for r in rounds] == [1, 2, 3, 4]
+    for round_number, faulty in ((1, range(0, 4)), (2, range(4, 8))):
+        dropped = {d["client"]: d["reason"] for d in rounds[round_number - 1]["dropped"]}
+        assert set(dropped) == set(faulty)
+        for client in faulty:
+            assert REASONS[FAULT_KINDS[client]] in dropped[client], dropped[client]
+        statuses = {c["client"]: c for c in clients if c["round"] == round_number}
+        assert {c for c, r in statuses.items() if r["status"] == "dropped"} == set(faulty)
+        assert all(REASONS[FAULT_KINDS[c]] in statuses[c]["reason"] for c in faulty)
+        assert rounds[round_number - 1].get("train_loss") is not None
+    assert rounds[2]["status"] == "empty" and rounds[2].get("train_loss") is None and len(rounds[2]["dropped"]) == 8
+    assert "status" not in rounds[3]
+    assert all(torch.isfinite(t).all() for t in outcome.global_state.values())
+    assert all(torch.isfinite(t).all() for t in load_file(run / "adapter.safetensors").values())
+
+
+def test_empty_round_leaves_the_global_model_unchanged(tiny_vit_folder, tmp_path, one_torch_thread) -> None:
+    data = tiny_config_data(tiny_vit_folder, federation={"rounds": 2}, training={"head": "aggregate"},
+                            checkpoint={"every": 1}, faults=[{"clients": list(range(6)), "kind": "nan", "rounds": [2]}])
+    run = tmp_path / "run"
+    run_experiment(load_config(path=write_config(tmp_path / "c.yaml", data)), run)
+    after_round_2 = load_file(run / "adapter.safetensors")
+    assert strict_records(run / "metrics.jsonl")[1]["status"] == "empty"
+    # The same run stopped after round 1 has the same model.
+    data["federation"]["rounds"] = 1
+    data["faults"] = []
+    run_experiment(load_config(path=write_config(tmp_path / "c1.yaml", data)), tmp_path / "run1")
+    after_round_1 = load_file(tmp_path / "run1" / "adapter.safetensors")
+    assert all(torch.equal(after_round_1[name], after_round_2[name]) for name in after_round_1)
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def _snapshot(root: Path) -> dict[str, tuple[int, bytes]]:
+    return {
+        str(path.relative_to(root)): (path.stat().st_mtime_ns, path.read_bytes() if path.is_file() else b"")
+        for path in sorted(root.rglob("*"))
+    }
+
+
+def _corrupt_tensors(run: Path) -> None:
+    (tensors,) = (run / "checkpoint").glob("round-*.safetensors")
+    data = bytearray(tensors.read_bytes())
+    data[-5] ^= 0xFF
+    tensors.write_bytes(bytes(data))
+
+
+def _truncate_tensors(run: Path) -> None:
+    (tensors,) = (run / "checkpoint").glob("round-*.safetensors")
+    tensors.write_bytes(tensors.read_bytes()[:100])
+
+
+def _foreign_state(run: Path) -> None:
+    path = run / "checkpoint" / "state.json"
+    state = json.loads(path.read_text())
+    state["config_sha256"] = "0" * 64
+    path.write_text(json.dumps(state))
+
+
+def _garbage_state(run: Path) -> None:
+    (run / "checkpoint" / "state.json").write_bytes(b"\x00\x01garbage")
+
+
+def _not_a_checkpoint(run: Path) -> None:
+    (run / "checkpoint" / "state.json").write_text('{"format": "something-else"}')
+
+
+def _truncated_metrics(run: Path) -> None:
+    path = run / "metrics.jsonl"
+    path.write_bytes(path.read_bytes()[:-40])
+
+
+def _binary_metrics(run: Path) -> None:
+    (run / "metrics.jsonl").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe")
+
+
+def _interrupted(run: Path) -> None:
+    status = json.loads((run / "status.json").read_text())
+    (run / "status.json").write_text(json.dumps({**status, "status": "interrupted"}))
+
+
+# (id, command builder args, expected fragments). In argv: {config} = a good tiny config file,
+# {out} = a fresh output path, {run} = a copy of a finished run, {file} = an existing file,
+# {foreign} = a non-empty folder that is not a run; `prepare` changes the run copy first.
+BAD_INPUTS = [
+    ("missing-model-folder", ["run", "--config", "{config}", "--out", "{out}", "--set", "model.name=/no/such/model"],
+     None, ["'model.name'", "/no/such/model", "does not exist"]),
+    ("unknown-hub-id-offline", ["run", "--config", "{config}", "--out", "{out}", "--set", "model.name=no-such-org/no-model-xyz"],
+     None, ["'model.name'", "cannot load 'no-such-org/no-model-xyz'"]),
+    ("target-modules-match-nothing", ["run", "--config", "{config}", "--out", "{out}", "--set", "lora.target_modules=[nomatch]"],
+     None, ["'lora.target_modules'", "nomatch", "match no module"]),
+    ("ratio-nan", ["run", "--config", "{config}", "--out", "{out}", "--set", "groups.ratio=1:nan:1"],
+     None, ["'groups.ratio'", "positive"]),
+    ("lora-alpha-inf", ["run", "--config", "{config}", "--out", "{out}", "--set", "lora.alpha=.inf"],
+     None, ["'lora.alpha'", "finite"]),
+    ("lr-nan", ["run", "--config", "{config}", "--out", "{out}", "--set", "training.lr=.nan"], None, ["'training.lr'", "finite"]),
+    ("partition-empty-client", ["run", "--config", "{config}", "--out", "{out}", "--set", "partition.scheme=pathological",
+                                "--set", "classes_per_client=1", "--set", "min_per_client=0", "--set", "num_clients=50"],
+     None, ["'partition'", "no training samples"]),
+    ("out-is-a-file", ["run", "--config", "{config}", "--out", "{file}"], None, ["'output.dir'", "is a file"]),
+    ("out-under-a-file", ["run", "--config", "{config}", "--out", "{file}/sub"], None, ["'output.dir'", "not a writable directory"]),
+    ("out-foreign-folder", ["run", "--config", "{config}", "--out", "{foreign}"], None, ["'output.dir'", "not a fedhello run directory"]),
+    ("out-existing-run", ["run", "--config", "{config}", "--out", "{run}"], None, ["already holds a run", "fedhello resume"]),
+    ("name-escapes-runs", ["run", "--config", "{config}", "--set", "name=../../escape"], None, ["'name'", "runs/"]),
+    ("name-with-separator", ["run", "--config", "{config}", "--set", "name=a/b"], None, ["'name'", "letters, digits"]),
+    ("misspelled-section-set", ["run", "--config", "{config}", "--out", "{out}", "--set", "federaton.rounds=3"],
+     None, ["no such config field", "did you mean 'federation.rounds'"]),
+    ("misspelled-field-set", ["run", "--config", "{config}", "--out", "{out}", "--set", "training.lrr=0.1"],
+     None, ["did you mean 'training.lr'"]),
+    ("fault-client-out-of-range", ["run", "--config", "{config}", "--out", "{out}", "--set", "faults=[{clients: [9], kind: nan}]"],
+     None, ["faults[0]", "client 9"]),
+    ("fault-unknown-kind", ["run", "--config", "{config}", "--out", "{out}", "--set", "faults=[{clients: [0], kind: melt}]"],
+     None, ["'faults.0.kind'", "'melt'"]),
+    ("fault-misspelled-key", ["run", "--config", "{config}", "--out", "{out}", "--set", "faults=[{clients: [0], kind: nan, round: [1]}]"],
+     None, ["'faults.0.round'", "did you mean 'rounds'"]),
+    ("checkpoint-every-zero", ["run", "--config", "{config}", "--out", "{out}", "--set", "checkpoint.every=0"],
+     None, ["'checkpoint.every'"]),
+    ("update-cap-zero", ["run", "--config", "{config}", "--out", "{out}", "--set", "max_update_bytes=0"],
+     None, ["'federation.max_update_bytes'"]),
+    ("unknown-dataset", ["run", "--config", "{config}", "--out", "{out}", "--set", "data.dataset=nope"], None, ["nope"]),
+    ("unknown-strategy", ["run", "--config", "{config}", "--out", "{out}", "--set", "strategy=magic"], None, ["'magic'"]),
+    ("unknown-pattern", ["run", "--config", "{config}", "--out", "{out}", "--set", "strategy=gd", "--set",
+                         "allocation.params.pattern=zigzag"], None, ["'allocation.params.pattern'"]),
+    ("plugin-missing", ["run", "--config", "{config}", "--out", "{out}", "--set", "allocation.plugins=[no_such_plugin_xyz]"],
+     None, ["'allocation.plugins'", "no_such_plugin_xyz"]),
+    ("config-is-a-folder", ["run", "--config", "{foreign}", "--out", "{out}"], None, ["cannot be read"]),
+    ("report-truncated-jsonl", ["report", "{run}"], _truncated_metrics, ["metrics.jsonl line", "not a JSON record"]),
+    ("report-binary-jsonl", ["report", "{run}"], _binary_metrics, ["metrics.jsonl", "not UTF-8"]),
+    ("report-not-a-run", ["report", "{foreign}"], None, ["neither a run directory"]),
+    ("resume-not-a-run", ["resume", "{foreign}"], None, ["not a fedhello run directory"]),
+    ("resume-complete-run", ["resume", "{run}"], None, ["complete run", "nothing to resume"]),
+    ("resume-corrupted-tensors", ["resume", "{run}"], lambda run: (_interrupted(run), _corrupt_tensors(run)),
+     ["corrupted or foreign", "SHA-256", "not loaded"]),
+    ("resume-truncated-tensors", ["resume", "{run}"], lambda run: (_interrupted(run), _truncate_tensors(run)),
+     ["corrupted or foreign"]),
+    ("resume-foreign-checkpoint", ["resume", "{run}"], lambda run: (_interrupted(run), _foreign_state(run)),
+     ["corrupted or foreign", "different config.yaml"]),
+    ("resume-garbage-state", ["resume", "{run}"], lambda run: (_interrupted(run), _garbage_state(run)),
+     ["corrupted or foreign", "not JSON"]),
+    ("resume-not-a-checkpoint", ["resume", "{run}"], lambda run: (_interrupted(run), _not_a_checkpoint(run)),
+     ["corrupted or foreign", "not a fedhello checkpoint"]),
+    ("resume-changed-records", ["resume", "{run}"], lambda run: (_interrupted(run), _truncated_metrics(run)),
+     ["metrics.jsonl", "cannot resume"]),
+]
+
+
+@pytest.mark.parametrize(("argv", "prepare", "expected"), [case[1:] for case in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(
+    reference, tmp_path, monkeypatch, capsys, argv, prepare, expected, one_torch_thread
+) -> None:
+    config_path, reference_run = reference
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    run = work / "finished-run"
+    shutil.copytree(reference_run, run)
+    if prepare is not None:
+        prepare(run)
+    (work / "a-file.txt").write_text("not a directory\n")
+    foreign = work / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("my notes\n")
+    places = {"config": str(config_path), "out": str(work / "new-run"), "run": str(run),
+              "file": str(work / "a-file.txt"), "foreign": str(foreign)}
+    before = _snapshot(work)
+
+    def fill(arg: str) -> str:
+        for key, value in places.items():
+            arg = arg.replace("{" + key + "}", value)
+        return arg
+
+    code = cli.main([fill(arg) for arg in argv])
+    captured = capsys.readouterr()
+
+    assert code == 2, captured.err
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("fedhello: error: ")
+    for fragment in expected:
+        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
+    assert "Traceback" not in captured.err + captured.out
+    assert _snapshot(work) == before, "the bad input wrote or changed files"
+
+
+def test_bad_input_table_is_large_enough() -> None:
+    assert len(BAD_INPUTS) >= 30
+
+
+# --------------------------------------------------------------------------- compare
+
+
+def one_cell_grid(folder: Path, tmp_path: Path, rounds: int) -> tuple[dict, Path, Path, Path]:
+    """A one-cell comparison of the tiny config, run once: (comparison, its file, grid dir, cell dir)."""
+    base = tiny_config_data(folder, federation={"rounds": rounds}, checkpoint={"every": 1})
+    comparison = {"name": "t", "base": base, "methods": ["gd-uniform"], "seeds": [0]}
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(comparison))
+    out = tmp_path / "grid"
+    assert cli.main(["compare", "--config", str(path), "--out", str(out), "--quiet"]) == 0
+    (cell,) = (out / "runs").iterdir()
+    return comparison, path, out, cell
+
+
+def test_compare_refuses_a_cell_run_with_another_config(tiny_vit_folder, tmp_path, capsys, one_torch_thread) -> None:
+    comparison, path, out, cell = one_cell_grid(tiny_vit_folder, tmp_path, rounds=1)
+    assert read_status(cell)["status"] == "complete"
+    stamp = (cell / "adapter.safetensors").stat().st_mtime_ns
+    capsys.readouterr()
+    # Same grid again: the complete cell is skipped.
+    assert cli.main(["compare", "--config", str(path), "--out", str(out), "--quiet"]) == 0
+    assert "complete, skipped" in capsys.readouterr().out
+    assert (cell / "adapter.safetensors").stat().st_mtime_ns == stamp
+    # A changed base config under the same cell names is refused, nothing rerun.
+    comparison["base"]["training"]["lr"] = 0.05
+    path.write_text(yaml.safe_dump(comparison))
+    assert cli.main(["compare", "--config", str(path), "--out", str(out), "--quiet"]) == 2
+    assert "different config" in capsys.readouterr().err
+    assert (cell / "adapter.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_compare_never_counts_an_interrupted_cell_as_done(tiny_vit_folder, tmp_path, one_torch_thread) -> None:
+    _, path, out, cell = one_cell_grid(tiny_vit_folder, tmp_path, rounds=2)
+    final = (cell / "adapter.safetensors").read_bytes()
+    records = strict_records(cell / "metrics.jsonl")
+    # Pretend the process died during round 2: status running, round 2's records and the adapter gone.
+    shutil.rmtree(cell / CHECKPOINT_DIR)
+    (cell / "adapter.safetensors").unlink()
+    _interrupted(cell)
+    assert cli.main(["report", str(out)]) == 2  # the only cell is incomplete: nothing to report as done
+    assert cli.main(["compare", "--config", str(path), "--out", str(out), "--quiet"]) == 0
+    assert (cell / "adapter.safetensors").read_bytes() == final
+    assert strict_records(cell / "metrics.jsonl") == records
