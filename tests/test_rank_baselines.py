@@ -20,7 +20,7 @@ from fedhello.config import build_config
 from fedhello.models.layers import LayerMap
 from fedhello.federation.inprocess import MemoryLog, build_inprocess_engine
 from fedhello.preparation import FederatedTask
-from fedhello.tensor_state import pad_factor, state_bytes
+from fedhello.tensor_state import merged_delta_key, pad_factor, state_bytes
 from fedhello.training import LocalTrainingSettings, train_locally
 
 IN, OUT, RANK = 4, 5, 3
@@ -117,8 +117,11 @@ def _hetlora_round(params: dict):
 
 
 @pytest.mark.parametrize("weighting", ["norm", "samples"])
-def test_hetlora_aggregate_zero_pads_and_weights(weighting):
-    state, new, local0, local1, d0, d1 = _hetlora_round({"ranks": [1, 3], "weighting": weighting, "normalize": "all"})
+@pytest.mark.parametrize("explicit", [False, True])
+def test_hetlora_aggregate_zero_pads_and_weights(weighting, explicit):
+    """The published rule, and the default: zero-padded factors averaged over every participant."""
+    params = {"ranks": [1, 3], "weighting": weighting} | ({"normalize": "all"} if explicit else {})
+    state, new, local0, local1, d0, d1 = _hetlora_round(params)
     if weighting == "norm":
         n0 = fro(local0["b0"] @ local0["a0"])
         n1 = fro(local1["b0"] @ local1["a0"])
@@ -139,8 +142,8 @@ def test_hetlora_aggregate_zero_pads_and_weights(weighting):
 
 
 @pytest.mark.parametrize("weighting", ["norm", "samples"])
-def test_hetlora_default_averages_each_component_over_the_clients_that_trained_it(weighting):
-    state, new, local0, local1, d0, d1 = _hetlora_round({"ranks": [1, 3], "weighting": weighting})
+def test_hetlora_contributors_averages_each_component_over_the_clients_that_trained_it(weighting):
+    state, new, local0, local1, d0, d1 = _hetlora_round({"ranks": [1, 3], "weighting": weighting, "normalize": "contributors"})
     if weighting == "norm":
         n0 = fro(local0["b0"] @ local0["a0"])
         n1 = fro(local1["b0"] @ local1["a0"])
@@ -154,9 +157,9 @@ def test_hetlora_default_averages_each_component_over_the_clients_that_trained_i
     torch.testing.assert_close(new["b0"][:, 1:], local1["b0"][:, 1:], rtol=1e-6, atol=1e-6)
 
 
-def _prune_round(prune_ratio: float | None) -> tuple[int, int, int]:
+def _prune_round(ratio: float | None) -> tuple[int, int, int]:
     layout = make_layout(seed=2)
-    params = {"ranks": [2, 3]} | ({"prune_ratio": prune_ratio} if prune_ratio is not None else {})
+    params = {"ranks": [2, 3]} | ({"tail_truncation": ratio} if ratio is not None else {})
     strategy = bound("hetlora", params, layout)
     state = layout.initial_state
     slots = [ClientSlot(0, 0, 1), ClientSlot(1, 1, 1), ClientSlot(2, 1, 1)]
@@ -179,7 +182,7 @@ def _prune_round(prune_ratio: float | None) -> tuple[int, int, int]:
     return later[0], later[1], later[2]
 
 
-def test_hetlora_rank_self_pruning():
+def test_hetlora_tail_truncation():
     assert _prune_round(0.5) == (2, 2, 3)  # only the client with a tiny last component drops a rank
     assert _prune_round(None) == (2, 3, 3)  # pruning off: ranks unchanged
 
@@ -240,7 +243,7 @@ def test_flexlora_aggregates_products(weighting):
 
 
 def test_flexlora_server_product_beyond_full_rank():
-    """When the averaged product has rank > full rank, the global factors are its best rank-r approximation."""
+    """Averaged product of rank > full rank: global factors are its best rank-r approximation, evaluation uses ΔW."""
     layout = make_layout(seed=8)
     strategy = bound("flexlora", {"ranks": [3, 3]}, layout)
     state = strategy.client_start(layout.initial_state)
@@ -253,6 +256,35 @@ def test_flexlora_server_product_beyond_full_rank():
     singular = torch.linalg.svdvals(expected.double())
     assert float(singular[3]) > 1e-3  # really rank 4
     assert abs(fro(expected - new["b0"] @ new["a0"]) - float(singular[3])) < 1e-5
+    # The evaluated global model is the published one: the full averaged ΔW, not its rank-3 truncation.
+    evaluated = strategy.evaluation_state(new)
+    torch.testing.assert_close(evaluated[merged_delta_key("a0")], expected, rtol=1e-6, atol=1e-6)
+    assert all(torch.equal(evaluated[name], new[name]) for name in new)
+
+
+def test_merged_deltas_evaluate_w0_plus_delta_and_restore(tiny_federated, lora_randomizer):
+    federated = tiny_federated("bert", 2)
+    lora_randomizer(federated)
+    model = federated.model.eval()
+    parameters = federated.parameters_by_name()
+    before = {name: tensor.detach().clone() for name, tensor in parameters.items()}
+    generator = torch.Generator().manual_seed(0)
+    deltas = {}
+    for a_name, b_name in federated.layer_map.pairs:
+        deltas[a_name] = torch.randn(parameters[b_name].shape[0], parameters[a_name].shape[1], generator=generator)
+    inputs = {"input_ids": torch.randint(1, 50, (3, 7), generator=generator)}
+    with federated.merged_deltas(deltas):
+        merged_logits = model(**inputs).logits
+    for name, tensor in federated.parameters_by_name().items():
+        assert torch.equal(tensor, before[name])  # restored bit for bit
+    # The same model built by hand: W0 + scaling * ΔW in the base weight, LoRA branch off.
+    with torch.no_grad():
+        for a_name, b_name in federated.layer_map.pairs:
+            module = model.get_submodule(a_name.split(".lora_A.")[0])
+            module.get_base_layer().weight += module.scaling["default"] * deltas[a_name]
+            parameters[b_name].zero_()
+        expected = model(**inputs).logits
+    torch.testing.assert_close(merged_logits, expected, rtol=1e-5, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------- local
@@ -399,8 +431,8 @@ def test_engine_trains_clients_at_their_ranks(tiny_federated, encoded_split, ran
     for a_name, b_name in federated.layer_map.pairs:
         a, b = global_state[a_name], global_state[b_name]
         assert a.shape == shapes[a_name] and b.shape == shapes[b_name]
-        # Components no participant's rank covered keep their values (nobody trained them).
-        assert torch.equal(a[top:], initial[a_name][top:])
-        assert torch.equal(b[:, top:], initial[b_name][:, top:])
+        # Published zero-padded average: components no participant's rank covered become zero.
+        assert torch.equal(a[top:], torch.zeros_like(a[top:]))
+        assert torch.equal(b[:, top:], torch.zeros_like(b[:, top:]))
         assert not torch.equal(a[:top], initial[a_name][:top]) and float(b[:, :top].abs().sum()) > 0
     assert final.eval.split == "test" and final.eval.num_samples == 12

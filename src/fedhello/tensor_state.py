@@ -29,3 +29,18 @@ def pad_factor(tensor: torch.Tensor, full_shape: torch.Size) -> torch.Tensor:
 def leading_block(shape: torch.Size) -> tuple[slice, ...]:
     """Index of the leading block of a given shape inside a larger tensor."""
     return tuple(slice(0, size) for size in shape)
+
+
+MERGED_DELTA_PREFIX = "merged_delta:"
+
+
+def merged_delta_key(a_name: str) -> str:
+    """The key of a full-size ΔW for the LoRA module whose A factor is `a_name` (see `split_merged_deltas`)."""
+    return MERGED_DELTA_PREFIX + a_name
+
+
+def split_merged_deltas(state: TensorState) -> tuple[TensorState, TensorState]:
+    """(ordinary tensors, {A factor name: full-size ΔW}) of an evaluation state."""
+    plain = {name: tensor for name, tensor in state.items() if not name.startswith(MERGED_DELTA_PREFIX)}
+    merged = {name[len(MERGED_DELTA_PREFIX):]: tensor for name, tensor in state.items() if name.startswith(MERGED_DELTA_PREFIX)}
+    return plain, merged

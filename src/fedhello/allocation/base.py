@@ -122,6 +122,15 @@ class AllocationStrategy(ABC):
         """The next global state (by default heterogeneous per-tensor FedAvg)."""
         return aggregate(global_state, updates, weighting)[0]
 
+    def evaluation_state(self, global_state: TensorState) -> TensorState:
+        """The tensors the global model is evaluated with (by default the global state).
+
+        A strategy whose global model is not a rank-r LoRA (FlexLoRA's full ΔW) may add
+        `merged_delta_key(a_name)` entries: full-size ΔW per module, which evaluation
+        merges into the base weights temporarily in place of that module's B·A.
+        """
+        return global_state
+
     def state_dict(self) -> StrategyState:
         """What decides this strategy's next rounds (empty for stateless strategies)."""
         return StrategyState()

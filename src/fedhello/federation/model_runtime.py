@@ -15,7 +15,7 @@ from fedhello.evaluation import evaluate
 from fedhello.fisher import layer_scores, lora_fisher_diagonal
 from fedhello.models.federated_model import FederatedModel
 from fedhello.records import EvalResult
-from fedhello.tensor_state import TensorState
+from fedhello.tensor_state import TensorState, split_merged_deltas
 
 
 @dataclass
@@ -32,8 +32,11 @@ class GlobalModelRuntime:
         return len(self.test)
 
     def evaluate(self, global_state: TensorState, indices: np.ndarray, split: str) -> EvalResult:
-        self.federated.load_state(global_state)
-        return EvalResult(split=split, **evaluate(self.federated, self.test, indices, self.eval_batch_size))
+        """The global model's metrics; `merged_delta_key` entries are merged into base weights meanwhile."""
+        plain, merged = split_merged_deltas(global_state)
+        self.federated.load_state(plain)
+        with self.federated.merged_deltas(merged):
+            return EvalResult(split=split, **evaluate(self.federated, self.test, indices, self.eval_batch_size))
 
     def score_layers(self, global_state: TensorState) -> np.ndarray:
         """Fisher layer scores of the global model on the server's proxy set."""

@@ -270,11 +270,15 @@ class Server:
         )
         return RoundOutcome(record, client_records, allocation, plan.allocation.fisher)
 
+    def evaluation_state(self) -> TensorState:
+        """What the global model is evaluated with (the strategy's view, e.g. FlexLoRA's full ΔW)."""
+        return self.strategy.evaluation_state(self.global_state)
+
     def evaluate_if_due(self, round_number: int) -> EvalResult | None:
         """The whole test set after the last round; the fixed subset every `evaluation.every` rounds."""
         if round_number == self.config.federation.rounds:
-            return self.runtime.evaluate(self.global_state, np.arange(self.runtime.num_test_samples), "test")
+            return self.runtime.evaluate(self.evaluation_state(), np.arange(self.runtime.num_test_samples), "test")
         if round_number % self.config.evaluation.every == 0:
             split = "subset" if len(self.eval_subset) < self.runtime.num_test_samples else "test"
-            return self.runtime.evaluate(self.global_state, self.eval_subset, split)
+            return self.runtime.evaluate(self.evaluation_state(), self.eval_subset, split)
         return None

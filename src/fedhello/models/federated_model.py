@@ -7,7 +7,8 @@ into this model in place.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +53,36 @@ class FederatedModel:
         parameters = self.parameters_by_name()
         for name, tensor in state.items():
             parameters[name].copy_(tensor)
+
+    @contextmanager
+    def merged_deltas(self, deltas: TensorState) -> Iterator[None]:
+        """Temporarily evaluate full-size updates ΔW in place of some modules' LoRA products.
+
+        `deltas` maps a LoRA A factor's name to a ΔW of the base weight's shape. Inside the
+        block that module computes (W0 + scaling·ΔW) x with its LoRA branch off (B = 0);
+        afterwards W0 and B are restored bit for bit. This is how a global model that is
+        not a rank-r LoRA (FlexLoRA's averaged ΔW, of rank up to the sum of the clients'
+        ranks) is evaluated with the LoRA model.
+        """
+        saved: list[tuple[torch.Tensor, torch.Tensor]] = []
+        try:
+            with torch.no_grad():
+                for a_name, delta in deltas.items():
+                    module_path, rest = a_name.split(".lora_A.", 1)
+                    adapter = rest.split(".", 1)[0]
+                    module = self.model.get_submodule(module_path)
+                    base = module.get_base_layer().weight
+                    lora_b = module.lora_B[adapter].weight
+                    if tuple(delta.shape) != tuple(base.shape):
+                        raise ValueError(f"{a_name}: ΔW of shape {tuple(delta.shape)} for a base weight {tuple(base.shape)}")
+                    saved += [(base, base.detach().clone()), (lora_b, lora_b.detach().clone())]
+                    base.add_(delta.to(base.device, base.dtype), alpha=float(module.scaling[adapter]))
+                    lora_b.zero_()
+            yield
+        finally:
+            with torch.no_grad():
+                for parameter, original in reversed(saved):
+                    parameter.copy_(original)
 
     def set_trainable(self, names: Iterable[str]) -> list[nn.Parameter]:
         """Freeze everything but `names`; return the trainable parameters in model order."""

@@ -1,11 +1,18 @@
 """`flexlora`: heterogeneous ranks through full-size products (Bai et al., 2024).
 
-The server keeps, per adapted module, the full-size product ΔW = B·A. Each round it
-averages the clients' products (weighted by training samples) and gives every client
-the truncated SVD of ΔW at the client's rank: B = U√S, A = √S Vᵀ. Components with a
-zero singular value (at the start ΔW = 0) take the initial A rows and zero B columns,
-so they can still learn. The global model used for evaluation is the SVD at the full
-LoRA rank, which is exact whenever ΔW has rank at most that.
+What it computes, per adapted module:
+
+1. The server keeps the full-size ΔW. Each round it replaces it by the average of the
+   participants' products, ΔW = Σ_k w_k B_k A_k (w_k ∝ training samples, or uniform with
+   `training.weighting: uniform`); ΔW can have rank up to Σ_k r_k, above the LoRA rank r.
+2. Every client receives the truncated SVD of ΔW at its rank r_k: B = U√S, A = √S Vᵀ.
+   Components with a zero singular value (at the start ΔW = 0) take the initial A rows
+   and zero B columns, so they can still learn.
+3. The evaluated global model is the full averaged ΔW (as published), not a truncation:
+   `evaluation_state` adds every module's ΔW under `merged_delta_key`, and evaluation
+   computes (W0 + scaling·ΔW) x with the LoRA branch off (`FederatedModel.merged_deltas`).
+   The global LoRA factors kept in the server state (checkpoints, the saved adapter,
+   Fisher scoring) are the rank-r SVD of ΔW, exact whenever ΔW has rank at most r.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from fedhello.aggregation import ClientUpdate
 from fedhello.allocation.base import ModelLayout, StrategyState
 from fedhello.allocation.ranks import RankHeterogeneousStrategy, local_factors
 from fedhello.allocation.registry import register_strategy
-from fedhello.tensor_state import TensorState
+from fedhello.tensor_state import TensorState, merged_delta_key
 
 
 def svd_factors(product: torch.Tensor, rank: int, initial_a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,6 +62,10 @@ class FlexLoRAStrategy(RankHeterogeneousStrategy):
         for a_name, b_name in self.layout.layer_map.pairs:
             start[a_name], start[b_name] = svd_factors(self._products[a_name], self.full_rank, initial[a_name])
         return start
+
+    def evaluation_state(self, global_state: TensorState) -> TensorState:
+        """The global LoRA state plus every module's full averaged ΔW (evaluated in place of B·A)."""
+        return {**global_state, **{merged_delta_key(a): product for a, product in self._products.items()}}
 
     def aggregate(self, global_state: TensorState, updates: Sequence[ClientUpdate], weighting: str) -> TensorState:
         new_state = self.aggregate_head(global_state, updates, weighting)

@@ -1,11 +1,26 @@
 """`hetlora`: heterogeneous LoRA ranks (Cho et al., 2024).
 
-Clients train all layers at their group's rank. The server zero-pads every client's
-factors to the full rank and averages them with weights proportional to the norm of
-each client's product B·A (HetLoRA's sparsity-weighted aggregation), then gives each
-client the truncation to its rank. With `prune_ratio`, a client drops its last rank
-component when that component's norm falls below `prune_ratio` times the mean
-component norm (rank self-pruning); its rank stays reduced in later rounds.
+What it computes, per LoRA pair (A: r x in, B: out x r at the full rank r):
+
+1. Every client trains all layers at its group's rank r_c on the leading r_c components
+   (A[:r_c, :], B[:, :r_c]) it received.
+2. Default (`normalize: all`, the published rule): each client's trained factors are
+   zero-padded to rank r and the new global factors are the weighted average over ALL
+   participants, A = Σ_k w_k pad(A_k), B = Σ_k w_k pad(B_k), with w_k = ||B_k A_k||_F /
+   Σ_j ||B_j A_j||_F (HetLoRA's sparsity-weighted aggregation; `weighting: samples` uses
+   w_k ∝ training samples). A component that no participant covers therefore shrinks
+   towards zero (becomes exactly zero when nobody covers it).
+3. `normalize: contributors` (a fedhello variant, not the paper): every rank component j
+   is averaged only over the clients with r_k > j (weights renormalised among them), and a
+   component nobody covers keeps its old value.
+4. Each client gets the truncation of the global factors to its rank.
+
+`tail_truncation` (off by default) is a server-side heuristic, NOT HetLoRA's rank
+self-pruning: there is no regulariser in local training; the server lowers a client's
+rank by one, for later rounds, when the last rank component's norm ||B[:, -1]||·||A[-1, :]||
+(mean over modules) is below `tail_truncation` times the mean component norm. The
+published self-pruning (a regulariser on the tail components during local training,
+pruning when the tail shrinks) is not implemented.
 """
 
 from __future__ import annotations
@@ -25,12 +40,18 @@ from fedhello.tensor_state import TensorState, pad_factor
 
 class HetLoRAParams(RankParams):
     weighting: Literal["norm", "samples"] = Field("norm", description="norm: weight by ||B·A||_F (HetLoRA); samples: by data size")
-    prune_ratio: float | None = Field(None, gt=0, lt=1, description="rank self-pruning threshold (null: off)")
-    normalize: Literal["contributors", "all"] = Field(
-        "contributors",
-        description="contributors: each rank component averaged over the clients whose rank covers it, untouched "
-        "components kept; all: literal zero-padded average over every client (components above the round's "
-        "largest rank become zero, and with A = B = 0 they never learn again)",
+    tail_truncation: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="server-side rank truncation (not HetLoRA's regularised self-pruning): drop a client's last rank "
+        "component when its norm is below this fraction of the mean component norm (null: off)",
+    )
+    normalize: Literal["all", "contributors"] = Field(
+        "all",
+        description="all: the published zero-padded average over every participant (components above the round's "
+        "largest rank become zero); contributors: each rank component averaged over the clients whose rank covers "
+        "it, uncovered components kept (a fedhello variant)",
     )
 
 
@@ -43,7 +64,7 @@ def component_norms(factors: TensorState, pairs: Sequence[tuple[str, str]]) -> t
 @register_strategy
 class HetLoRAStrategy(RankHeterogeneousStrategy):
     name = "hetlora"
-    summary = "all layers at per-group LoRA ranks; zero-pad, norm-weighted average, truncate"
+    summary = "all layers at per-group LoRA ranks; zero-padded norm-weighted average over all participants, truncate"
     Params = HetLoRAParams
 
     def __init__(self, params: HetLoRAParams) -> None:
@@ -75,10 +96,10 @@ class HetLoRAStrategy(RankHeterogeneousStrategy):
                 old = global_state[name]
                 padded = torch.stack([pad_factor(factors[u.client_id][name], old.shape) for u in updates])
                 new_state[name] = self._average_components(old, padded, raw, ranks, component_axis)
-        if self.params.prune_ratio is not None:
+        if self.params.tail_truncation is not None:
             for u in updates:
                 norms = component_norms(factors[u.client_id], pairs)
-                if len(norms) > 1 and norms[-1] < self.params.prune_ratio * norms.mean():
+                if len(norms) > 1 and norms[-1] < self.params.tail_truncation * norms.mean():
                     self._pruned_ranks[u.client_id] = len(norms) - 1
         return new_state
 
