@@ -494,6 +494,18 @@ def test_score_tiers_follow_centroid_order(seed):
     assert score_tiers(scores[reverse], 3).tolist() == true_tier[reverse].tolist()
 
 
+def test_score_tiers_unordered_reproduces_raw_kmeans_labels():
+    """`tier_order: kmeans_label` (the reference): the arbitrary k-means labels index the tier weights."""
+    from sklearn.cluster import KMeans
+
+    scores = np.array([0.1, 50.0, 0.2, 9.0, 10.0, 51.0])
+    labels = KMeans(n_clusters=3, n_init=10, random_state=0).fit(scores.reshape(-1, 1)).labels_
+    assert score_tiers(scores, 3, ordered=False).tolist() == labels.tolist()
+    # Same partition into clusters as the ordered tiers, only the tier numbers may differ.
+    ordered = score_tiers(scores, 3)
+    assert len({(a, b) for a, b in zip(labels, ordered)}) == 3
+
+
 def test_score_tiers_degenerate_cases():
     assert score_tiers(np.full(12, 0.7), 3).tolist() == [0] * 12
     two_values = np.array([5.0, 1.0, 5.0, 1.0])

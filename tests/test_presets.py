@@ -37,3 +37,29 @@ def test_offline_comparison_covers_every_method():
     methods = {cell.method for cell in cells(load_comparison("offline-all", None, []))}
     assert methods >= {"full", "exclusive", "straggler", "fedra", "gd-triangle", "gd-inverted_triangle", "gd-bottleneck",
                        "gd-uniform", "rgd-bottleneck", "fim", "fedhello", "hetlora", "flexlora", "centralized", "local"}
+
+
+def test_paper_preset_carries_the_reference_settings_and_switches_reproduce_it():
+    from fedhello.allocation.registry import strategy_from_config
+    from fedhello.allocation.strategy_utils import FisherSchedule
+    from fedhello.config import preset_text
+    from fedhello.presets import REFERENCE_SWITCHES
+
+    config = load_config("paper-cifar100-vit")
+    assert config.training.weighting == "uniform" and config.lora.dropout == 0.1
+    assert config.training.head == "aggregate" and config.fisher.objective == "log_likelihood"  # corrections on
+    strategy = strategy_from_config(config)
+    assert strategy.params.mode == "persistent" and strategy.params.tier_order == "centroid"
+    # Reference: 0-based t with t > 49 and t % 50 == 0 -> executed (1-based) rounds 51, 101, ..., 451.
+    schedule = FisherSchedule(strategy.params.fim_start, strategy.params.fim_every)
+    reference = [t + 1 for t in range(500) if t > 49 and t % 50 == 0]
+    assert [r for r in range(1, 501) if schedule.refreshes_in(r, 500)] == reference and len(reference) == 9
+
+    switched = load_config("paper-cifar100-vit", overrides=list(REFERENCE_SWITCHES))
+    params = strategy_from_config(switched).params
+    assert switched.training.head == "reset" and switched.fisher.objective == "logit"
+    assert params.mode == "refresh_only" and params.tier_order == "kmeans_label"
+    assert switched.fisher.proxy_size == 4 and switched.groups.assignment == "index"
+    # The preset's comment documents exactly these switches.
+    text = preset_text("paper-cifar100-vit")
+    assert all(f"--set {switch}" in text for switch in REFERENCE_SWITCHES)

@@ -352,6 +352,30 @@ def test_local_head_stays_with_the_client(tiny_federated, encoded_split):
     assert len(heads) == 4 and not torch.equal(heads[0], heads[1])
 
 
+def test_reset_head_reproduces_the_reference(tiny_federated, encoded_split):
+    """`training.head=reset`: each client trains the initial head every round and throws it away."""
+    federated = tiny_federated("bert", 2)
+    initial = federated.state()
+    config = _tiny_config("full", rounds=2, training={"batch_size": 4, "max_local_steps": 2, "head": "reset"})
+    engine = build_inprocess_engine(config, _tiny_task(federated, encoded_split), build_strategy("full", {}))
+    first = engine.run_round()
+    head_params = sum(initial[name].numel() for name in federated.head_names)
+    lora_params = sum(initial[name].numel() for name in federated.layer_map.all_names)
+    for record in engine.log.clients:
+        assert record.trainable_params > head_params  # the head was trained locally...
+        assert record.bytes_up == lora_params * 4 * len(record.layers) // 2  # ...but only LoRA comes back
+    for name in federated.head_names:
+        assert torch.equal(engine.server.global_state[name], initial[name])  # the global head never moves
+    assert any(not torch.equal(engine.server.global_state[n], initial[n]) for n in federated.layer_map.all_names)
+    assert all(not set(federated.head_names) & set(client.state) for client in engine.clients.values())
+    plan = engine.server.plan_round()  # round 2: every client starts from the initial head again
+    for instruction in plan.instructions:
+        assert instruction.train_head and instruction.discard == federated.head_names
+        for name in federated.head_names:
+            assert torch.equal(instruction.tensors[name], initial[name])
+    assert first.record.round == 1
+
+
 # ----------------------------------------------------------------------------- rank masks in training
 
 

@@ -83,10 +83,12 @@ class TrainingConfig(_Section):
     local_epochs: int = Field(1, ge=1, description="passes over the client's data per round")
     max_local_steps: int | None = Field(5, ge=1, description="stop local training after this many steps (null: whole epochs)")
     max_grad_norm: float | None = Field(None, gt=0, description="clip the gradient norm (null: no clipping)")
-    head: Literal["aggregate", "frozen", "local"] = Field(
+    head: Literal["aggregate", "frozen", "local", "reset"] = Field(
         "aggregate",
         description="aggregate: FedAvg the head over all participants; frozen: never train it; "
-        "local: each client keeps its own (the reference code's behaviour)",
+        "local: each client keeps its own trained head across rounds (a personal head; not the reference); "
+        "reset: every client trains the never-updated initial head each round and throws it away (the reference "
+        "code's behaviour)",
     )
     weighting: Literal["samples", "uniform"] = Field("samples", description="aggregation weights among a tensor's trainers")
 

@@ -6,6 +6,7 @@ Fisher-tier weights and weighted per-client layer sampling.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from pydantic import Field, field_validator
@@ -35,6 +36,11 @@ class PatternParams(StrategyParams):
 
 class TierWeightsParams(StrategyParams):
     tier_weights: list[float] = Field([1.0, 2.0, 3.0], min_length=2, description="weight per tier, low to high")
+    tier_order: Literal["centroid", "kmeans_label"] = Field(
+        "centroid",
+        description="centroid: tiers ordered by k-means centroid (low score -> low weight); kmeans_label: the raw, "
+        "arbitrary k-means labels index the weights (the reference code: importance maps to random weights)",
+    )
 
     @field_validator("tier_weights")
     @classmethod
@@ -56,12 +62,14 @@ class FisherSchedule:
         return round_number >= start and (round_number - start) % every == 0
 
 
-def fisher_weights(context: AllocationContext, tier_weights: list[float]) -> tuple[np.ndarray, FisherRecord]:
+def fisher_weights(
+    context: AllocationContext, tier_weights: list[float], tier_order: str = "centroid"
+) -> tuple[np.ndarray, FisherRecord]:
     """Score layers on the current global model and turn the scores into sampling weights."""
     if context.layer_scores is None:
         raise RuntimeError("this strategy needs layer scores, but the driver provided no scoring function")
     scores = np.asarray(context.layer_scores(), dtype=np.float64)
-    tiers, weights = tier_sampling_weights(scores, tier_weights)
+    tiers, weights = tier_sampling_weights(scores, tier_weights, ordered=tier_order == "centroid")
     return weights, FisherRecord(context.round, scores.tolist(), tiers.tolist(), weights.tolist())
 
 

@@ -93,7 +93,7 @@ class Client:
         )
         after = federated.state(names)
         self.state.update(federated.state(instruction.keep_local))
-        kept = set(instruction.keep_local)
+        kept = set(instruction.keep_local) | set(instruction.discard)
         deltas = state_delta(
             {name: after[name][leading_block(start[name].shape)] for name in names if name not in kept},
             {name: start[name] for name in names if name not in kept},

@@ -22,6 +22,8 @@ class TrainInstruction:
     keeps itself); a reduced-rank client gets leading blocks of the LoRA factors.
     `keep_local` names the tensors the client keeps as its own across rounds (a local
     head, a whole personal model): it starts from its own copy, and never sends them.
+    `discard` names tensors the client trains from what it was sent but neither returns
+    nor keeps (`training.head: reset`: the head is trained locally, then thrown away).
     """
 
     round: int
@@ -32,6 +34,7 @@ class TrainInstruction:
     tensors: TensorState
     train_head: bool
     keep_local: tuple[str, ...] = ()
+    discard: tuple[str, ...] = ()
 
 
 @dataclass

@@ -169,6 +169,7 @@ class Server:
                     tensors={name: down[name] for name in self._sent_names},
                     train_head=self.config.training.head != "frozen",
                     keep_local=self.kept_by_clients,
+                    discard=self.layout.head_names if self.config.training.head == "reset" else (),
                 )
             )
         return RoundPlan(round_number, slots, allocation, instructions, idle, started)
@@ -192,7 +193,7 @@ class Server:
         allowed = set(self.layout.layer_map.names_for(instruction.layers))
         if instruction.train_head:
             allowed |= self._head
-        allowed -= set(instruction.keep_local)
+        allowed -= set(instruction.keep_local) | set(instruction.discard)
         extra = set(update.deltas) - allowed
         if extra:
             raise UpdateRejected(f"update holds {len(extra)} tensors it was not allocated, e.g. {sorted(extra)[0]}")

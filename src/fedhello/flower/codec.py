@@ -42,6 +42,7 @@ def encode_instruction(instruction: TrainInstruction) -> RecordDict:
         "rank": instruction.rank,
         "train_head": instruction.train_head,
         "keep_local": list(instruction.keep_local),
+        "discard": list(instruction.discard),
     }
     return RecordDict({TENSORS: tensors_to_record(instruction.tensors), META: ConfigRecord({"json": json.dumps(meta)})})
 
@@ -57,6 +58,7 @@ def decode_instruction(content: RecordDict) -> TrainInstruction:
         tensors=tensors_from_record(content[TENSORS]),
         train_head=meta["train_head"],
         keep_local=tuple(meta["keep_local"]),
+        discard=tuple(meta.get("discard", ())),
     )
 
 

@@ -50,7 +50,7 @@ class FedHeLLoStrategy(AllocationStrategy):
     def allocate(self, context: AllocationContext) -> Allocation:
         fisher = None
         if self.schedule.refreshes_in(context.round, context.total_rounds):
-            self._fisher, fisher = fisher_weights(context, self.params.tier_weights)
+            self._fisher, fisher = fisher_weights(context, self.params.tier_weights, self.params.tier_order)
             weights, source = self._fisher, "fim"
         elif self._fisher is not None and self.params.mode == "persistent":
             weights, source = self._fisher, "fim"

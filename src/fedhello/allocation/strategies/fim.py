@@ -38,7 +38,7 @@ class FIMStrategy(AllocationStrategy):
     def allocate(self, context: AllocationContext) -> Allocation:
         fisher = None
         if self._weights is None or self.schedule.refreshes_in(context.round, context.total_rounds):
-            self._weights, fisher = fisher_weights(context, self.params.tier_weights)
+            self._weights, fisher = fisher_weights(context, self.params.tier_weights, self.params.tier_order)
         return Allocation(sample_allocation(context, self._weights), fisher=fisher)
 
     def state_dict(self) -> StrategyState:
