@@ -36,6 +36,8 @@ from fedhello.errors import ConfigError, RunInterrupted
 from fedhello.federation.client import Client
 from fedhello.federation.inprocess import InProcessEngine, build_inprocess_engine
 from fedhello.federation.server import Server
+from fedhello.models.export import save_peft_adapter
+from fedhello.models.federated_model import FederatedModel
 from fedhello.outputs import RunWriter, plots
 from fedhello.outputs.run_writer import read_jsonl
 from fedhello.outputs.summary import format_table, summary_table_rows, write_summary
@@ -209,9 +211,10 @@ def write_run_info(out_dir: Path, task: FederatedTask, server: Server, engine: s
     }))
 
 
-def finish_run(out_dir: Path, global_state: TensorState) -> str:
-    """Save the final adapter, mark the run complete, write its report."""
+def finish_run(out_dir: Path, global_state: TensorState, federated: FederatedModel) -> str:
+    """Save the final adapter (also in PEFT's format, `adapter/`), mark the run complete, write its report."""
     save_file({name: tensor.contiguous().cpu() for name, tensor in global_state.items()}, out_dir / "adapter.safetensors")
+    save_peft_adapter(federated, global_state, out_dir / "adapter")
     rounds = load_config(path=out_dir / "config.yaml").federation.rounds
     write_status(out_dir, "complete", rounds, rounds)
     return write_run_report(out_dir)
@@ -305,7 +308,7 @@ def _run_inprocess(
     if last is None:  # resumed after the last round's checkpoint: the final records are already written
         rounds = read_jsonl(out_dir / "metrics.jsonl")
         last = RoundRecord.from_json(rounds[-1]) if rounds else None
-    table = finish_run(out_dir, server.global_state)
+    table = finish_run(out_dir, server.global_state, task.federated)
     return RunOutcome(out_dir, last.eval if last else None, server.global_state, table)
 
 

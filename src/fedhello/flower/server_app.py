@@ -111,7 +111,7 @@ def run_flower_server(grid: Grid, config: ExperimentConfig, out_dir: Path) -> No
             log_outcome(writer, flower_strategy.outcome)
             show(flower_strategy.outcome.record)
         progress.close()
-    finish_run(out_dir, server.global_state)
+    finish_run(out_dir, server.global_state, task.federated)
 
 
 @app.main()
