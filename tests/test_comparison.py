@@ -171,3 +171,39 @@ def test_ratios_multiply_the_grid():
     assert [cell.ratio for cell in grid] == ["1:1:1", "6:3:1"]
     assert grid[1].cell_id == "full__noniid-4__roc6-3-1__seed0"
     assert cell_config(comparison, grid[1]).groups.ratio == [6.0, 3.0, 1.0]
+
+
+def _fake_run(method: str, seed: int, accuracy: float):
+    from fedhello.comparison.report import RunMetrics
+
+    return RunMetrics(method, "p", None, seed, accuracy, accuracy, accuracy, None, 0, 0.0, 0.0, [1], [accuracy], [0], [1],
+                      [], [])
+
+
+def test_paired_t_interval_on_hand_made_numbers():
+    from fedhello.comparison.report import paired_t_interval
+
+    # d = 1..5: mean 3, sd sqrt(2.5), sem sqrt(0.5); t(0.975, 4) = 2.7764451 -> half-width 1.9632432.
+    result = paired_t_interval([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert result["n"] == 5 and result["mean"] == pytest.approx(3.0)
+    assert result["low"] == pytest.approx(3.0 - 1.9632432, abs=1e-6)
+    assert result["high"] == pytest.approx(3.0 + 1.9632432, abs=1e-6)
+    assert result["p"] == pytest.approx(0.01324, abs=1e-4) and result["significant"]  # t = 4.2426 on 4 df
+    # An interval that straddles zero is not significant: d = (-1, 1, 2), mean 2/3, sem sqrt(7/3)/sqrt(3).
+    wide = paired_t_interval([-1.0, 1.0, 2.0])
+    half = 4.3026527 * (7 / 3) ** 0.5 / 3**0.5
+    assert wide["low"] == pytest.approx(2 / 3 - half, abs=1e-6) and not wide["significant"]
+    assert paired_t_interval([0.5])["low"] is None  # one pair: no interval
+
+
+def test_paired_differences_pair_by_seed():
+    from fedhello.comparison.report import paired_differences
+
+    reference = [_fake_run("fedra", s, a) for s, a in enumerate([0.50, 0.40, 0.60, 0.55, 0.45])]
+    other = [_fake_run("fedhello", s, a) for s, a in enumerate([0.52, 0.43, 0.61, 0.58, 0.46])]
+    unpaired = [_fake_run("fedhello", 9, 0.99)]  # a seed the reference never ran is left out
+    (row,) = paired_differences(reference + other + unpaired, "fedra")
+    assert row["method"] == "fedhello" and row["n"] == 5
+    assert row["mean"] == pytest.approx(0.02)  # differences 2, 3, 1, 3, 1 points
+    # sd of (2, 3, 1, 3, 1) points = 1.0; half-width = 2.7764451 * 1.0 / sqrt(5) = 1.2416 points
+    assert row["low"] == pytest.approx(0.02 - 0.012416, abs=1e-5) and row["significant"]

@@ -29,7 +29,11 @@ def evaluate(
         predictions.append(logits.argmax(-1).cpu().numpy())
     predicted = np.concatenate(predictions)
     truth = data.labels[torch.as_tensor(indices)].numpy()
+    num_classes = int(max(truth.max(initial=-1), predicted.max(initial=-1)) + 1)
     return {
+        # Per class label: correct predictions and test samples (per-group accuracy in comparisons).
+        "class_correct": np.bincount(truth[predicted == truth], minlength=num_classes).tolist(),
+        "class_total": np.bincount(truth, minlength=num_classes).tolist(),
         "accuracy": float(accuracy_score(truth, predicted)),
         "macro_f1": float(f1_score(truth, predicted, average="macro", zero_division=0)),
         "micro_f1": float(f1_score(truth, predicted, average="micro", zero_division=0)),

@@ -52,6 +52,8 @@ class EvalResult(JsonRecord):
     loss: float
     num_samples: int
     num_clients: int | None = None
+    class_correct: list[int] | None = None  # per class label: correct predictions (global evaluations)
+    class_total: list[int] | None = None  # per class label: test samples evaluated
 
 
 @dataclass

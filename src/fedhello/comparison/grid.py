@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fedhello.comparison.methods import BUILTIN_METHODS, CENTRALIZED, centralized_overrides, known_methods
 from fedhello.allocation.registry import strategy_from_config
@@ -63,6 +63,9 @@ class ComparisonConfig(BaseModel):
     ratios: list[str] = Field(default_factory=list, description="capability ratios (empty: the base config's)")
     seeds: list[int] = Field([0, 1, 2], min_length=1)
     target_accuracy: float | None = Field(None, gt=0, le=1, description="report rounds to reach this accuracy")
+    reference_method: str | None = Field(
+        None, description="report every method's mean paired difference (same seeds) to this method, with a 95% CI"
+    )
 
     @field_validator("methods")
     @classmethod
@@ -71,6 +74,13 @@ class ComparisonConfig(BaseModel):
             if isinstance(method, str) and method not in known_methods():
                 raise ValueError(f"unknown method {method!r}; built-in: {', '.join(known_methods())}")
         return methods
+
+    @model_validator(mode="after")
+    def _reference_is_a_method(self) -> ComparisonConfig:
+        names = [m if isinstance(m, str) else m.name for m in self.methods]
+        if self.reference_method is not None and self.reference_method not in names:
+            raise ValueError(f"reference_method {self.reference_method!r} is not one of the methods ({', '.join(names)})")
+        return self
 
 
 @dataclass(frozen=True)

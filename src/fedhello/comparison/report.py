@@ -3,7 +3,11 @@
 Per run: best and final accuracy (and final macro-F1), the first round reaching the
 target accuracy, total bytes communicated, total client compute time, peak client
 activation memory and per-layer training counts. Per (method, partition, ratio):
-mean and sample standard deviation (ddof=1) over seeds.
+mean and sample standard deviation (ddof=1) over seeds. With a `reference_method`: each
+method's mean paired difference to it over the seeds both ran (same partition, groups
+and sampling), with a 95% paired-t confidence interval. Per capability group: the
+global model's final accuracy on the test samples of the classes that group's clients
+hold, and the group's mean trainable parameters per client-round.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from scipy import stats
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
@@ -43,6 +48,8 @@ class RunMetrics:
     eval_accuracy: list[float]
     cumulative_bytes: list[int]
     layer_counts: list[int]
+    group_accuracy: list[float | None]
+    group_trainable_params: list[float | None]
 
     @property
     def group(self) -> tuple[str, str, str | None]:
@@ -73,7 +80,120 @@ def run_metrics(run_dir: Path, target_accuracy: float | None) -> RunMetrics:
         eval_accuracy=accuracies,
         cumulative_bytes=[int(cumulative[r["round"] - 1]) for r in evaluated],
         layer_counts=np.sum([r["layer_counts"] for r in rounds], axis=0).astype(int).tolist(),
+        group_accuracy=group_accuracies(run_dir, evaluated[-1]["eval"]),
+        group_trainable_params=group_trainable_params(clients, run_dir),
     )
+
+
+def _partition_rows(run_dir: Path) -> list[dict]:
+    path = run_dir / "partition.csv"
+    if not path.exists():
+        return []
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+_PARTITION_COLUMNS = ("client", "group", "layer_budget", "num_samples", "num_classes")
+
+
+def group_accuracies(run_dir: Path, final_eval: dict) -> list[float | None]:
+    """Final accuracy on the test samples of the classes held by each capability group's clients."""
+    rows = _partition_rows(run_dir)
+    correct, total = final_eval.get("class_correct"), final_eval.get("class_total")
+    if not rows or correct is None or total is None:
+        return []
+    class_columns = [name for name in rows[0] if name not in _PARTITION_COLUMNS]
+    groups: dict[int, set[int]] = defaultdict(set)
+    for row in rows:
+        groups[int(row["group"])] |= {index for index, name in enumerate(class_columns) if int(row[name]) > 0}
+    result: list[float | None] = []
+    for group in range(max(groups) + 1):
+        classes = [c for c in groups.get(group, ()) if c < len(total)]
+        samples = sum(total[c] for c in classes)
+        result.append(sum(correct[c] for c in classes) / samples if samples else None)
+    return result
+
+
+def group_trainable_params(clients: list[dict], run_dir: Path) -> list[float | None]:
+    """Mean trainable parameters per trained client-round, by capability group."""
+    rows = _partition_rows(run_dir)
+    num_groups = max([int(row["group"]) for row in rows] + [c["group"] for c in clients]) + 1
+    result: list[float | None] = []
+    for group in range(num_groups):
+        trained = [c["trainable_params"] for c in clients if c["group"] == group and c.get("local_steps", 0) > 0]
+        result.append(float(np.mean(trained)) if trained else None)
+    return result
+
+
+def paired_t_interval(differences: list[float], confidence: float = 0.95) -> dict:
+    """Mean of paired differences, its two-sided `confidence` interval (Student t, n - 1 df) and p-value."""
+    values = np.asarray(differences, dtype=np.float64)
+    n = len(values)
+    mean = float(values.mean())
+    if n < 2:
+        return {"n": n, "mean": mean, "low": None, "high": None, "p": None, "significant": False}
+    sem = float(values.std(ddof=1)) / np.sqrt(n)
+    if sem == 0:
+        low = high = mean
+        p = 0.0 if mean != 0 else 1.0
+    else:
+        half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sem
+        low, high = mean - half, mean + half
+        p = float(2 * stats.t.sf(abs(mean) / sem, n - 1))
+    return {"n": n, "mean": mean, "low": low, "high": high, "p": p, "significant": bool(low > 0 or high < 0)}
+
+
+def paired_differences(runs: list[RunMetrics], reference: str, metric: str = "final_accuracy") -> list[dict]:
+    """Per (method, partition, ratio): `metric` minus the reference method's on the same seeds."""
+    by_cell = {(run.method, run.partition, run.ratio, run.seed): getattr(run, metric) for run in runs}
+    rows = []
+    for method, partition, ratio in dict.fromkeys(run.group for run in runs):
+        if method == reference:
+            continue
+        seeds = sorted(seed for (m, p, r, seed) in by_cell if (m, p, r) == (method, partition, ratio)
+                       and (reference, partition, ratio, seed) in by_cell)
+        if not seeds:
+            continue
+        differences = [by_cell[(method, partition, ratio, s)] - by_cell[(reference, partition, ratio, s)] for s in seeds]
+        rows.append({"method": method, "partition": partition, "ratio": ratio or "", "reference": reference,
+                     "metric": metric, **paired_t_interval(differences)})
+    return rows
+
+
+def paired_table(rows: list[dict]) -> str:
+    """Differences in accuracy points; * marks a 95% interval that excludes zero."""
+    headers = ["method", "partition", "ratio", "paired seeds", f"Δ vs {rows[0]['reference']} (points)", "95% CI", "p", ""]
+    body = []
+    for row in rows:
+        interval = "n/a (one seed)" if row["low"] is None else f"[{100 * row['low']:+.2f}, {100 * row['high']:+.2f}]"
+        p = "" if row["p"] is None else f"{row['p']:.3f}"
+        body.append([row["method"], row["partition"], row["ratio"], row["n"], f"{100 * row['mean']:+.2f}", interval, p,
+                     "*" if row["significant"] else ""])
+    return format_table(headers, body)
+
+
+def group_table(runs: list[RunMetrics]) -> str:
+    """Per method: final accuracy on each capability group's classes and its trainable parameters per client."""
+    num_groups = max((len(run.group_accuracy) for run in runs), default=0)
+    if num_groups == 0:
+        return ""
+    members: dict[tuple, list[RunMetrics]] = defaultdict(list)
+    for run in runs:
+        members[run.group].append(run)
+    headers = ["method", "partition", "ratio", *[f"group {g} acc %" for g in range(num_groups)],
+               *[f"group {g} trainable params" for g in range(num_groups)]]
+    body = []
+    for (method, partition, ratio), group_runs in members.items():
+        cells = []
+        for g in range(num_groups):
+            values = [r.group_accuracy[g] for r in group_runs if g < len(r.group_accuracy) and r.group_accuracy[g] is not None]
+            cells.append("—" if not values else "{:.1f} ± {:.1f}".format(*(100 * v for v in mean_std(values))))
+        for g in range(num_groups):
+            values = [r.group_trainable_params[g] for r in group_runs
+                      if g < len(r.group_trainable_params) and r.group_trainable_params[g] is not None]
+            cells.append("—" if not values else f"{np.mean(values):,.0f}")
+        body.append([method, partition, ratio or "", *cells])
+    return format_table(headers, body)
 
 
 def collect_runs(grid_dir: Path, target_accuracy: float | None, method_order: list[str] | None = None) -> list[RunMetrics]:
@@ -230,10 +350,27 @@ def write_report(grid_dir: Path, target_accuracy: float | None = None) -> str:
     plot_accuracy(runs, grid_dir / "accuracy_vs_round.png", "round")
     plot_accuracy(runs, grid_dir / "accuracy_vs_bytes.png", "bytes")
     plot_layer_counts(runs, grid_dir / "layer_counts.png")
+    reference = saved.get("reference_method")
+    paired = paired_differences(runs, reference) if reference else []
+    sections = ""
+    if paired:
+        write_csv(paired, grid_dir / "paired.csv")
+        sections += (
+            f"## Paired differences to `{reference}` (final accuracy)\n\nMean over the seeds both methods ran of "
+            f"(method − {reference}), in accuracy points, with a 95% paired-t confidence interval; `*` marks an "
+            f"interval that excludes zero.\n\n{paired_table(paired)}\n\n"
+        )
+    groups = group_table(runs)
+    if groups:
+        sections += (
+            "## Per capability group\n\nFinal accuracy of the global model on the test samples of the classes held "
+            "by each group's clients (mean ± std over seeds), and each group's mean trainable parameters per "
+            f"client-round (LoRA, plus the head when it is trained).\n\n{groups}\n\n"
+        )
     (grid_dir / "comparison.md").write_text(
         f"# Comparison: {grid_dir.name}\n\nMean ± sample std over seeds; accuracy is the last evaluation "
-        f"(final) or the best evaluation over rounds (best).\n\n{table}\n\n"
+        f"(final) or the best evaluation over rounds (best).\n\n{table}\n\n{sections}"
         "![accuracy vs round](accuracy_vs_round.png)\n\n![accuracy vs bytes](accuracy_vs_bytes.png)\n\n"
         "![per-layer training counts](layer_counts.png)\n"
     )
-    return table
+    return f"{table}\n\n{sections}".rstrip()
