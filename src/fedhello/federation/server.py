@@ -76,6 +76,13 @@ class RoundOutcome:
     fisher: FisherRecord | None
 
 
+def sampled_positions(test_size: int, size: int | None, rng: np.random.Generator) -> np.ndarray:
+    """A seeded sorted sample of `size` of `test_size` test positions, or all of them."""
+    if size is None or size >= test_size:
+        return np.arange(test_size)
+    return np.sort(rng.choice(test_size, size, replace=False))
+
+
 class UpdateRejected(ValueError):
     """A reply that does not match what the server sent; the client is dropped from the round."""
 
@@ -96,13 +103,9 @@ class Server:
         strategy.bind(layout)
         self.round = 0
         self.global_state: TensorState = dict(layout.initial_state)
-        subset = config.evaluation.subset_size
         test_size = runtime.num_test_samples
-        self.eval_subset = (
-            np.sort(numpy_rng(config.seed, "eval").choice(test_size, subset, replace=False))
-            if subset is not None and subset < test_size
-            else np.arange(test_size)
-        )
+        self.eval_subset = sampled_positions(test_size, config.evaluation.subset_size, numpy_rng(config.seed, "eval"))
+        self.final_subset = sampled_positions(test_size, config.evaluation.final_size, numpy_rng(config.seed, "eval", 2))
         head = set(layout.head_names)
         everything = layout.layer_map.all_names + layout.head_names
         self.kept_by_clients: tuple[str, ...] = (
@@ -276,9 +279,9 @@ class Server:
         return self.strategy.evaluation_state(self.global_state)
 
     def evaluate_if_due(self, round_number: int) -> EvalResult | None:
-        """The whole test set after the last round; the fixed subset every `evaluation.every` rounds."""
+        """The final test sample after the last round; the fixed subset every `evaluation.every` rounds."""
         if round_number == self.config.federation.rounds:
-            return self.runtime.evaluate(self.evaluation_state(), np.arange(self.runtime.num_test_samples), "test")
+            return self.runtime.evaluate(self.evaluation_state(), self.final_subset, "test")
         if round_number % self.config.evaluation.every == 0:
             split = "subset" if len(self.eval_subset) < self.runtime.num_test_samples else "test"
             return self.runtime.evaluate(self.evaluation_state(), self.eval_subset, split)
