@@ -1,4 +1,8 @@
-"""Tokenise a text dataset once into fixed-length tensors shared by all clients."""
+"""Tokenise a text dataset once into fixed-length tensors shared by all clients.
+
+Encodings are cached per process (per tokenizer, length and text), so the runs of a
+comparison grid, which load the same texts cell after cell, tokenise each text once.
+"""
 
 from __future__ import annotations
 
@@ -31,7 +35,25 @@ class EncodedSplit:
         }
 
 
+_ENCODINGS: dict[tuple[str, int], dict[str, tuple[torch.Tensor, torch.Tensor]]] = {}
+
+
+def _tokenizer_key(tokenizer) -> str:
+    return f"{type(tokenizer).__name__}:{tokenizer.name_or_path}:{len(tokenizer)}"
+
+
 def encode_texts(tokenizer, texts: list[str], labels: np.ndarray, max_length: int) -> EncodedSplit:
     clipped = [text[: max_length * CHARACTERS_PER_TOKEN_BOUND] for text in texts]
-    encoded = tokenizer(clipped, padding="max_length", truncation=True, max_length=max_length, return_tensors="pt")
-    return EncodedSplit(encoded["input_ids"], encoded["attention_mask"], torch.as_tensor(labels, dtype=torch.long))
+    cache = _ENCODINGS.setdefault((_tokenizer_key(tokenizer), max_length), {})
+    missing = [text for text in dict.fromkeys(clipped) if text not in cache]
+    if missing:
+        encoded = tokenizer(missing, padding="max_length", truncation=True, max_length=max_length, return_tensors="pt")
+        cache.update(zip(missing, zip(encoded["input_ids"], encoded["attention_mask"])))
+    if not clipped:
+        empty = torch.zeros(0, max_length, dtype=torch.long)
+        return EncodedSplit(empty, empty.clone(), torch.as_tensor(labels, dtype=torch.long))
+    return EncodedSplit(
+        torch.stack([cache[text][0] for text in clipped]),
+        torch.stack([cache[text][1] for text in clipped]),
+        torch.as_tensor(labels, dtype=torch.long),
+    )
