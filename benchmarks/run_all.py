@@ -22,12 +22,17 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-# script -> extra arguments (kept short enough for a 2-core machine: ~10 minutes in all)
+# script -> extra arguments (kept short enough for a 2-core machine: ~25 minutes in all)
 SCRIPTS: dict[str, list[str]] = {
     "allocation_savings.py": ["--steps", "3", "--repeats", "2"],
     "fisher_scoring.py": ["--repeats", "3"],
     # bf16 is 6-10x slower than fp32 on AVX2-only CPUs, so the paired bf16 accuracy check
     # (cpu_levers.py --seeds 0 1 2) is left out here; run it by hand on a bf16-capable CPU.
+    "simulator_overhead.py": ["--rounds", "3"],
+    "client_scaling.py": ["--rounds", "2"],
+    "flower_overhead.py": ["--rounds", "3"],
+    "profile_round.py": ["--top", "12"],
+    "grid_startup.py": ["--rounds", "8"],
     "cpu_levers.py": ["--repeats", "2", "--eval-samples", "64", "--batch-sizes", "32", "64", "128", "--seeds"],
 }
 

@@ -35,6 +35,7 @@ def _round(r: int, *, acc: float | None = None, split: str = "subset") -> dict:
         "bytes_down": 1000 * r,
         "bytes_up": 500 * r,
         "wall_time_s": 1.5,
+        "eval_time_s": 0.3 if acc is not None else 0.0,
         "layer_counts": [3, 2, 1, 0],
     }
     if acc is not None:
@@ -226,6 +227,7 @@ def test_summary_rows_and_markdown(tmp_path: Path) -> None:
     assert table["final test accuracy"] == 0.55
     assert table["final test macro-F1"] == 0.5
     assert table["total wall time (s)"] == pytest.approx(7.5)
+    assert table["of which evaluation (s)"] == "0.9 (12%)"  # three evaluated rounds of 0.3 s
     assert "15,000 B" in table["total bytes down"]
 
     plot_learning_curves(ROUNDS, tmp_path / "learning_curves.png")

@@ -106,7 +106,11 @@ def summary_table_rows(
         for key, label in (("bytes_down", "total bytes down"), ("bytes_up", "total bytes up")):
             total = sum(r.get(key) or 0 for r in rounds)
             rows.append([label, f"{format_bytes(total)} ({int(total):,} B)"])
-        rows.append(["total wall time (s)", sum(r.get("wall_time_s") or 0.0 for r in rounds)])
+        total = sum(r.get("wall_time_s") or 0.0 for r in rounds)
+        rows.append(["total wall time (s)", total])
+        evaluation = sum(r.get("eval_time_s") or 0.0 for r in rounds)
+        if total > 0:
+            rows.append(["of which evaluation (s)", f"{evaluation:.1f} ({evaluation / total:.0%})"])
     return ["metric", "value"], rows
 
 
