@@ -1,11 +1,18 @@
-"""Offline asset loaders return the documented sizes and label sets."""
+"""Offline asset loaders return the documented sizes and label sets; offline models load as documented."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
+import pytest
+import torch
 
 from fedhello.config import load_config
 from fedhello.data.datasets import load_dataset
+from fedhello.models.classifier import load_classifier
+from fedhello.models.sources import resolve_model_source
 
 
 def test_rotten_tomatoes_sizes_and_labels():
@@ -15,3 +22,19 @@ def test_rotten_tomatoes_sizes_and_labels():
     counts = np.bincount(data.train_labels, minlength=2) + np.bincount(data.test_labels, minlength=2)
     assert counts.tolist() == [5_405, 7_403]  # rotten, fresh: the whole corpus
     assert load_config(preset="rotten-tomatoes").data.dataset == "rotten-tomatoes"
+
+
+@pytest.mark.slow
+def test_smollm2_is_dequantised_once_and_loads_as_a_30_layer_decoder(tmp_path, monkeypatch, one_torch_thread):
+    monkeypatch.setenv("FEDHELLO_CACHE", str(tmp_path))
+    folder = Path(resolve_model_source("smollm2-135m"))
+    assert folder == tmp_path / "smollm2-135m"
+    assert "quantization_config" not in json.loads((folder / "config.json").read_text())
+    assert not list(folder.glob("*.bin")) and not list(tmp_path.glob("*.partial-*"))
+    stamp = (folder / "model.safetensors").stat().st_mtime_ns
+    config = load_config(overrides=["model.name=smollm2-135m", "lora.rank=4"])
+    federated = load_classifier(config, num_labels=2, device=torch.device("cpu"))
+    assert (folder / "model.safetensors").stat().st_mtime_ns == stamp  # the cache was reused
+    assert federated.layer_map.num_layers == 30
+    assert {name.split(".lora_")[0].rsplit(".", 1)[-1] for name in federated.layer_map.all_names} == {"q_proj", "v_proj"}
+    assert federated.preprocessor.chat_template

