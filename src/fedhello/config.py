@@ -191,7 +191,12 @@ class ExperimentConfig(_Section):
         description="run name, used in the default run directory (letters, digits, _ . + -; no path separators)",
     )
     seed: int = Field(0, ge=0, description="the one seed every random stream derives from")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA (bf16 autocast) when present")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="autocast of training and evaluation: auto = bf16 on CUDA, fp32 on CPU (CPUs without native "
+        "bf16, such as AVX2-only ones, run bf16 6-10x slower; see benchmarks/README.md)",
+    )
     model: ModelConfig = Field(default_factory=ModelConfig)
     lora: LoraConfig = Field(default_factory=LoraConfig)
     data: DataConfig = Field(default_factory=DataConfig)

@@ -49,7 +49,7 @@ class FederatedTask:
 
     def global_runtime(self, config: ExperimentConfig) -> GlobalModelRuntime:
         return GlobalModelRuntime(self.federated, self.test, self.proxy, config.evaluation.batch_size,
-                                  config.fisher.batch_size, config.fisher.objective)
+                                  config.fisher.batch_size, config.fisher.objective, config.precision)
 
 
 def select_device(choice: str) -> torch.device:

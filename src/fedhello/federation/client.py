@@ -53,6 +53,7 @@ class ClientRuntime:
             local_epochs=training.local_epochs,
             max_local_steps=training.max_local_steps,
             max_grad_norm=training.max_grad_norm,
+            precision=config.precision,
         )
         return cls(federated, train, test, client_indices, settings, config.seed, config.evaluation.batch_size)
 
@@ -124,4 +125,5 @@ class Client:
         if len(own) == 0:
             return None
         runtime.federated.load_state({**runtime.initial_state, **self.state})
-        return EvalResult(split="personal", **evaluate(runtime.federated, runtime.test, own, runtime.eval_batch_size))
+        return EvalResult(split="personal", **evaluate(runtime.federated, runtime.test, own, runtime.eval_batch_size,
+                                                         runtime.settings.precision))

@@ -26,6 +26,7 @@ class GlobalModelRuntime:
     eval_batch_size: int
     fisher_batch_size: int
     fisher_objective: str
+    precision: str = "auto"
 
     @property
     def num_test_samples(self) -> int:
@@ -36,7 +37,8 @@ class GlobalModelRuntime:
         plain, merged = split_merged_deltas(global_state)
         self.federated.load_state(plain)
         with self.federated.merged_deltas(merged):
-            return EvalResult(split=split, **evaluate(self.federated, self.test, indices, self.eval_batch_size))
+            metrics = evaluate(self.federated, self.test, indices, self.eval_batch_size, self.precision)
+        return EvalResult(split=split, **metrics)
 
     def score_layers(self, global_state: TensorState) -> np.ndarray:
         """Fisher layer scores of the global model on the server's proxy set."""
