@@ -11,7 +11,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from fedhello.allocation.base import AllocationContext, StrategyParams
+from fedhello.allocation.base import AllocationContext, StrategyParams, StrategyState
 from fedhello.allocation.patterns import PatternName, sample_layers
 from fedhello.allocation.tiers import tier_sampling_weights
 from fedhello.records import FisherRecord
@@ -76,3 +76,16 @@ def fisher_weights(
 def sample_allocation(context: AllocationContext, weights: np.ndarray) -> dict[int, tuple[int, ...]]:
     """Each client draws its budget of layers from `weights`, without replacement."""
     return {client.client_id: sample_layers(context.rng, weights, client.budget) for client in context.clients}
+
+
+class KeepsFisherWeights:
+    """Mixin for strategies whose state is their latest Fisher sampling weights (None before the first refresh)."""
+
+    _weights: np.ndarray | None = None
+
+    def state_dict(self) -> StrategyState:
+        return StrategyState(values={"fisher_weights": None if self._weights is None else self._weights.tolist()})
+
+    def load_state_dict(self, state: StrategyState) -> None:
+        weights = state.values.get("fisher_weights")
+        self._weights = None if weights is None else np.asarray(weights, dtype=np.float64)

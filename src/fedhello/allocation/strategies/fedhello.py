@@ -7,11 +7,12 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from fedhello.allocation.base import Allocation, AllocationContext, AllocationStrategy, StrategyState
+from fedhello.allocation.base import Allocation, AllocationContext, AllocationStrategy
 from fedhello.allocation.patterns import PatternName, profile_weights
 from fedhello.allocation.registry import register_strategy
 from fedhello.allocation.strategy_utils import (
     FisherSchedule,
+    KeepsFisherWeights,
     RoundSpec,
     TierWeightsParams,
     check_round_spec,
@@ -36,7 +37,7 @@ class FedHeLLoParams(TierWeightsParams):
 
 
 @register_strategy
-class FedHeLLoStrategy(AllocationStrategy):
+class FedHeLLoStrategy(KeepsFisherWeights, AllocationStrategy):
     name = "fedhello"
     summary = "RGD with a pattern until fim_start, then Fisher-tier sampling refreshed every fim_every rounds"
     Params = FedHeLLoParams
@@ -45,22 +46,15 @@ class FedHeLLoStrategy(AllocationStrategy):
     def __init__(self, params: FedHeLLoParams) -> None:
         super().__init__(params)
         self.schedule = FisherSchedule(start=params.fim_start, every=params.fim_every)
-        self._fisher: np.ndarray | None = None
+        self._weights: np.ndarray | None = None
 
     def allocate(self, context: AllocationContext) -> Allocation:
         fisher = None
         if self.schedule.refreshes_in(context.round, context.total_rounds):
-            self._fisher, fisher = fisher_weights(context, self.params.tier_weights, self.params.tier_order)
-            weights, source = self._fisher, "fim"
-        elif self._fisher is not None and self.params.mode == "persistent":
-            weights, source = self._fisher, "fim"
+            self._weights, fisher = fisher_weights(context, self.params.tier_weights, self.params.tier_order)
+            weights, source = self._weights, "fim"
+        elif self._weights is not None and self.params.mode == "persistent":
+            weights, source = self._weights, "fim"
         else:
             weights, source = profile_weights(self.params.pattern, context.num_layers, context.group_budgets), "rgd"
         return Allocation(sample_allocation(context, weights), {"source": source}, fisher=fisher)
-
-    def state_dict(self) -> StrategyState:
-        return StrategyState(values={"fisher_weights": None if self._fisher is None else self._fisher.tolist()})
-
-    def load_state_dict(self, state: StrategyState) -> None:
-        weights = state.values.get("fisher_weights")
-        self._fisher = None if weights is None else np.asarray(weights, dtype=np.float64)

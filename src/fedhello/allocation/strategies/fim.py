@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field, field_validator
 
-from fedhello.allocation.base import Allocation, AllocationContext, AllocationStrategy, StrategyState
+from fedhello.allocation.base import Allocation, AllocationContext, AllocationStrategy
 from fedhello.allocation.registry import register_strategy
 from fedhello.allocation.strategy_utils import (
     FisherSchedule,
+    KeepsFisherWeights,
     RoundSpec,
     TierWeightsParams,
     check_round_spec,
@@ -24,7 +25,7 @@ class FIMParams(TierWeightsParams):
 
 
 @register_strategy
-class FIMStrategy(AllocationStrategy):
+class FIMStrategy(KeepsFisherWeights, AllocationStrategy):
     name = "fim"
     summary = "each client samples `budget` layers weighted by Fisher-score tiers, refreshed every `every` rounds"
     Params = FIMParams
@@ -40,10 +41,3 @@ class FIMStrategy(AllocationStrategy):
         if self._weights is None or self.schedule.refreshes_in(context.round, context.total_rounds):
             self._weights, fisher = fisher_weights(context, self.params.tier_weights, self.params.tier_order)
         return Allocation(sample_allocation(context, self._weights), fisher=fisher)
-
-    def state_dict(self) -> StrategyState:
-        return StrategyState(values={"weights": None if self._weights is None else self._weights.tolist()})
-
-    def load_state_dict(self, state: StrategyState) -> None:
-        weights = state.values.get("weights")
-        self._weights = None if weights is None else np.asarray(weights, dtype=np.float64)
