@@ -137,3 +137,20 @@ def test_deployment_on_loopback_completes_and_survives_a_killed_supernode(tiny_v
     for name in ("summary.md", "metrics.csv", "adapter.safetensors", "config.yaml"):
         assert (run_dir / name).stat().st_size > 0, name
     assert json.loads((run_dir / "run_info.json").read_text())["engine"] == "flower"
+
+
+def test_flower_setup_problems_are_one_line_errors(monkeypatch, capsys):
+    from fedhello import cli, runner
+    from fedhello.errors import EngineError
+    from fedhello.flower.run_settings import CONFIG_ENV, encoded_config
+
+    monkeypatch.delenv(CONFIG_ENV, raising=False)
+    with pytest.raises(EngineError, match="fedhello-config"):
+        encoded_config({})
+
+    def failing(config, out_dir=None, engine="inprocess"):
+        raise EngineError("the SuperLink exited; see superlink.log")
+
+    monkeypatch.setattr(runner, "run_experiment", failing)
+    assert cli.main(["run", "--preset", "smoke", "--engine", "flower-local"]) == 1
+    assert capsys.readouterr().err.strip() == "fedhello: error: the SuperLink exited; see superlink.log"

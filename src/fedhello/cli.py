@@ -6,10 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from fedhello.errors import ConfigError, RunInterrupted
+from fedhello.errors import ConfigError, EngineError, RunInterrupted
 
 EXIT_CONFIG_ERROR = 2
 EXIT_INTERRUPTED = 130
+EXIT_ENGINE_ERROR = 1
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -181,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError) as error:
         print(f"fedhello: error: {error}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
+    except EngineError as error:
+        print(f"fedhello: error: {error}", file=sys.stderr)
+        return EXIT_ENGINE_ERROR
     except RunInterrupted as error:
         print(f"fedhello: {error}", file=sys.stderr)
         return EXIT_INTERRUPTED

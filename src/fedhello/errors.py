@@ -5,6 +5,10 @@ class ConfigError(ValueError):
     """A configuration problem: names the field and what is allowed."""
 
 
+class EngineError(RuntimeError):
+    """A distributed engine could not run (Flower processes, nodes, the app); the CLI prints it and exits with 1."""
+
+
 class RunInterrupted(Exception):
     """Ctrl-C stopped a run cleanly; the message says how to resume it."""
 

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from fedhello.config import ExperimentConfig
+from fedhello.errors import EngineError
 from fedhello.flower.run_settings import CONFIG_KEY, OUT_DIR_KEY, encode_config
 
 APP_PYPROJECT = """\
@@ -71,7 +72,7 @@ def flower_command(name: str) -> str:
     beside = Path(sys.executable).parent / name
     found = str(beside) if beside.exists() else shutil.which(name)
     if found is None:
-        raise RuntimeError(f"{name} not found: install the Flower extra, pip install -e '.[flower]'")
+        raise EngineError(f"{name} not found: install the Flower extra, pip install -e '.[flower]'")
     return found
 
 
@@ -105,12 +106,12 @@ class LocalDeployment:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.processes["superlink"].poll() is not None:
-                raise RuntimeError(f"the SuperLink exited; see {self.work_dir / 'superlink.log'}")
+                raise EngineError(f"the SuperLink exited; see {self.work_dir / 'superlink.log'}")
             with socket.socket() as probe:
                 if probe.connect_ex(("127.0.0.1", self.port)) == 0:
                     return
             time.sleep(0.5)
-        raise RuntimeError(f"the SuperLink did not open port {self.port} within {timeout_s:.0f} s")
+        raise EngineError(f"the SuperLink did not open port {self.port} within {timeout_s:.0f} s")
 
     def start(self) -> LocalDeployment:
         address = f"127.0.0.1:{self.port}"
@@ -168,4 +169,4 @@ def run_local_deployment(config: ExperimentConfig, run_dir: Path, work_dir: Path
         result = deployment.run_app(app_dir)
     if result.returncode != 0 or not (run_dir / "summary.md").exists():
         tail = (result.stdout + result.stderr).strip().splitlines()[-15:]
-        raise RuntimeError("the Flower deployment run did not finish:\n" + "\n".join(tail))
+        raise EngineError("the Flower deployment run did not finish:\n" + "\n".join(tail))

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fedhello.config import ExperimentConfig, build_config, config_to_yaml, parse_yaml
+from fedhello.errors import EngineError
 
 CONFIG_KEY = "fedhello-config"
 OUT_DIR_KEY = "out-dir"
@@ -39,7 +40,7 @@ def _setting(run_config: Mapping[str, Any], key: str, env: str) -> str:
 def encoded_config(run_config: Mapping[str, Any]) -> str:
     encoded = _setting(run_config, CONFIG_KEY, CONFIG_ENV)
     if not encoded:
-        raise RuntimeError(f"no fedhello config: set run-config key {CONFIG_KEY!r} (see `fedhello flower-app`)")
+        raise EngineError(f"no fedhello config: set run-config key {CONFIG_KEY!r} (see `fedhello flower-app`)")
     return encoded
 
 
@@ -50,5 +51,5 @@ def decode_config(encoded: str) -> ExperimentConfig:
 def out_dir_from(run_config: Mapping[str, Any]) -> Path:
     value = _setting(run_config, OUT_DIR_KEY, OUT_DIR_ENV)
     if not value:
-        raise RuntimeError(f"no run directory: set run-config key {OUT_DIR_KEY!r}")
+        raise EngineError(f"no run directory: set run-config key {OUT_DIR_KEY!r}")
     return Path(value)

@@ -17,6 +17,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedhello.allocation.registry import strategy_from_config
 from fedhello.config import ExperimentConfig, config_to_yaml
+from fedhello.errors import EngineError
 from fedhello.federation.inprocess import log_outcome, mean_personal_result
 from fedhello.federation.model_runtime import GlobalModelRuntime
 from fedhello.federation.server import Server
@@ -73,12 +74,12 @@ def discover_clients(grid: Grid, num_clients: int, timeout_s: float, connect_tim
         identity = reply.content["identity"]
         client = int(identity["client-id"])
         if not 0 <= client < num_clients:
-            raise RuntimeError(f"a node says it is client {client}; partition-id must be in 0..{num_clients - 1}")
+            raise EngineError(f"a node says it is client {client}; partition-id must be in 0..{num_clients - 1}")
         if client in clients:
-            raise RuntimeError(f"two nodes say they are client {client}; give each SuperNode its own partition-id")
+            raise EngineError(f"two nodes say they are client {client}; give each SuperNode its own partition-id")
         clients[client] = {"node": node_of_message[reply.metadata.reply_to_message_id], "group": int(identity["group"])}
     if not clients:
-        raise RuntimeError("no node answered: are the SuperNodes connected to this SuperLink?")
+        raise EngineError("no node answered: are the SuperNodes connected to this SuperLink?")
     return clients
 
 
@@ -95,7 +96,7 @@ def run_flower_server(grid: Grid, config: ExperimentConfig, out_dir: Path) -> No
     for client, entry in clients.items():
         if entry["group"] >= 0:
             if entry["group"] >= len(server.group_budgets):
-                raise RuntimeError(f"client {client}'s node sets capability-group {entry['group']}; "
+                raise EngineError(f"client {client}'s node sets capability-group {entry['group']}; "
                                    f"there are {len(server.group_budgets)} groups")
             server.client_groups[client] = entry["group"]
     flower_strategy = FedHeLLoStrategy(server, nodes)

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from fedhello.config import ExperimentConfig
+from fedhello.errors import EngineError
 from fedhello.flower.run_settings import CONFIG_ENV, OUT_DIR_ENV, encode_config
 
 
@@ -35,4 +36,4 @@ def run_flower_simulation(config: ExperimentConfig, out_dir: Path, worker_cpus: 
         },
     )
     if not (out_dir / "summary.md").exists():
-        raise RuntimeError(f"the Flower simulation did not finish its run in {out_dir}; see the log above")
+        raise EngineError(f"the Flower simulation did not finish its run in {out_dir}; see the log above")
