@@ -361,6 +361,8 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
 ) -> None:
     config_path, reference_run = reference
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # huggingface_hub reads the variable once, at import: without this an unknown hub id waits out network retries.
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
