@@ -81,7 +81,8 @@ class Client:
             names += list(federated.head_names)
         samples = runtime.client_indices[self.client_id]
         # A reduced-rank client's part of a tensor is its leading block; its delta is taken on that block.
-        start = {name: received[name] if name in reduced else federated.state([name])[name] for name in names}
+        loaded = federated.state(names)
+        start = {name: received[name] if name in reduced else loaded[name] for name in names}
         torch.manual_seed(torch_seed(runtime.seed, "dropout", instruction.round, self.client_id))
         result = train_locally(
             federated,

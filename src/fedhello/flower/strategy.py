@@ -34,6 +34,7 @@ class FedHeLLoStrategy(Strategy):
         self.plan: RoundPlan | None = None
         self.outcome: RoundOutcome | None = None
         self._sent: dict[str, int] = {}  # message id -> client id
+        self._client_of: dict[int, int] = {}  # node id -> client id, this round
         self._unreachable: list[DroppedClient] = []
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
