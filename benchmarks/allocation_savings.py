@@ -46,7 +46,10 @@ from fedhello.allocation.patterns import PATTERNS, pattern_layers, profile_weigh
 from fedhello.config import ExperimentConfig
 from fedhello.models.federated_model import FederatedModel
 from fedhello.models.lora import inject_lora
-from fedhello.training import SavedActivationMeter, autocast_for
+from fedhello.precision import autocast_for
+from fedhello.tasks.classification import head_parameter_names
+from fedhello.tasks.sequence_classification import SequenceClassificationTask
+from fedhello.training import SavedActivationMeter
 
 LR = 3e-3
 GROUP_BUDGETS = [0.5, 0.75, 1.0]  # the default experiment's capability groups
@@ -164,7 +167,9 @@ def build_decoder(device: torch.device) -> FederatedModel:
     )
     torch.manual_seed(0)
     model = LlamaForSequenceClassification(shape)
-    return FederatedModel.wrap(inject_lora(model, config.lora, 0).to(device), train_pooler=config.model.train_pooler)
+    lora_model = inject_lora(model, config.lora, 0).to(device)
+    return FederatedModel.wrap(lora_model, SequenceClassificationTask(),
+                               head_parameter_names(lora_model, train_pooler=config.model.train_pooler))
 
 
 def measure(federated: FederatedModel, setups: list[Setup], batch: dict[str, torch.Tensor], args) -> None:

@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 import torch
 
 from fedhello.config import ExperimentConfig
-from fedhello.models.classifier import load_classifier
 from fedhello.models.federated_model import FederatedModel
+from fedhello.tasks import task_for
 
 NUM_LABELS = 20
 
@@ -54,7 +54,8 @@ def apply_common_arguments(args) -> None:
 
 def load_minilm(device: torch.device | str = "cpu") -> FederatedModel:
     """The default experiment's model: offline MiniLM-L6 with LoRA r=8 on query/value, 20 labels."""
-    return load_classifier(ExperimentConfig(), NUM_LABELS, torch.device(device))
+    config = ExperimentConfig()
+    return task_for(config.model.task).load_model(config, NUM_LABELS, torch.device(device))
 
 
 def random_batch(vocab_size: int, batch_size: int, length: int, seed: int = 0, num_labels: int = NUM_LABELS) -> dict[str, torch.Tensor]:

@@ -3,7 +3,7 @@
 On the offline MiniLM-L6 classifier and 20 Newsgroups (sequence length 64):
 
   start-up        model load, dataset load and tokenisation of the train + test splits
-  evaluation      samples/s of `fedhello.evaluation.evaluate` in fp32 and bf16 autocast at
+  evaluation      samples/s of the classification task's `evaluate` in fp32 and bf16 autocast at
                   several batch sizes (real test texts), interleaved; projected seconds for
                   the 500-sample subset and the whole 7,528-sample test set
   training step   forward + backward + AdamW of batch 16 x 64 in fp32 and bf16, interleaved;
@@ -26,8 +26,9 @@ import torch
 from benchlib import add_common_arguments, apply_common_arguments, format_table, interleaved, load_minilm, machine_description, median, random_batch, time_call
 from fedhello.data.datasets import load_dataset
 from fedhello.data.tokenize import encode_texts
-from fedhello.evaluation import evaluate
-from fedhello.training import LocalTrainingSettings, autocast_for, train_locally
+from fedhello.precision import autocast_for
+from fedhello.tasks import EvaluationSettings
+from fedhello.training import LocalTrainingSettings, train_locally
 
 MAX_LENGTH = 64
 FULL_TEST = 7528
@@ -75,7 +76,7 @@ def main() -> None:
     # Evaluation throughput.
     indices = np.arange(args.eval_samples)
     setups = {
-        (precision, size): (lambda p=precision, s=size: evaluate(federated, test, indices, s, p))
+        (precision, size): (lambda p=precision, s=size: federated.task.evaluate(federated, test, indices, EvaluationSettings(s, p)))
         for size in args.batch_sizes
         for precision in ("fp32", "bf16")
     }
@@ -132,7 +133,7 @@ def main() -> None:
             federated.load_state(initial)
             train_locally(federated, train, samples, list(federated.exchanged_names), settings[train_precision], torch.Generator().manual_seed(seed))
             for eval_precision in ("fp32", "bf16"):
-                result = evaluate(federated, test, eval_indices, 64, eval_precision)
+                result = federated.task.evaluate(federated, test, eval_indices, EvaluationSettings(64, eval_precision))
                 predictions[(train_precision, eval_precision)] = result["accuracy"]
         rows.append([seed, *(f"{predictions[key]:.3f}" for key in [("fp32", "fp32"), ("fp32", "bf16"), ("bf16", "fp32"), ("bf16", "bf16")])])
     print(f"accuracy on {args.accuracy_samples} test samples after {args.train_steps} centralised steps (batch 16, lr 3e-3):")

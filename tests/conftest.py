@@ -24,6 +24,9 @@ from fedhello.config import LoraConfig
 from fedhello.data.tokenize import EncodedSplit
 from fedhello.models.federated_model import FederatedModel
 from fedhello.models.lora import inject_lora
+from fedhello.tasks.classification import head_parameter_names
+from fedhello.tasks.image_classification import ImageClassificationTask
+from fedhello.tasks.sequence_classification import SequenceClassificationTask
 
 transformers_logging.set_verbosity_error()
 
@@ -75,7 +78,8 @@ def tiny_base_model(arch: str, num_layers: int, seed: int = 0) -> torch.nn.Modul
 def build_tiny_federated(arch: str, num_layers: int, *, train_pooler: bool = True, seed: int = 0) -> FederatedModel:
     base = tiny_base_model(arch, num_layers, seed=seed)
     peft_model = inject_lora(base, LoraConfig(rank=4, alpha=8), init_seed=0)
-    return FederatedModel.wrap(peft_model, train_pooler=train_pooler)
+    task = ImageClassificationTask() if arch == "vit" else SequenceClassificationTask()
+    return FederatedModel.wrap(peft_model, task, head_parameter_names(peft_model, train_pooler=train_pooler))
 
 
 @torch.no_grad()

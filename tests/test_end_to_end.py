@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from fedhello.config import load_config
-from fedhello.evaluation import evaluate
+from fedhello.tasks import EvaluationSettings
 from fedhello.outputs.run_writer import read_jsonl
 from fedhello.runner import prepare_task, run_experiment
 
@@ -41,7 +41,7 @@ def small_config(*extra: str):
 
 def untrained_accuracy(config) -> float:
     task = prepare_task(config)
-    return evaluate(task.federated, task.test, np.arange(len(task.test)), 64)["accuracy"]
+    return task.federated.task.evaluate(task.federated, task.test, np.arange(len(task.test)), EvaluationSettings(64))["accuracy"]
 
 
 def test_fedhello_strategy_learns_and_writes_every_output(tmp_path):

@@ -11,7 +11,7 @@ import torch
 
 from fedhello.config import load_config
 from fedhello.data.datasets import load_dataset
-from fedhello.models.classifier import load_classifier
+from fedhello.tasks import task_for
 from fedhello.models.sources import resolve_model_source
 
 
@@ -33,7 +33,7 @@ def test_smollm2_is_dequantised_once_and_loads_as_a_30_layer_decoder(tmp_path, m
     assert not list(folder.glob("*.bin")) and not list(tmp_path.glob("*.partial-*"))
     stamp = (folder / "model.safetensors").stat().st_mtime_ns
     config = load_config(overrides=["model.name=smollm2-135m", "lora.rank=4"])
-    federated = load_classifier(config, num_labels=2, device=torch.device("cpu"))
+    federated = task_for("sequence_classification").load_model(config, 2, torch.device("cpu"))
     assert (folder / "model.safetensors").stat().st_mtime_ns == stamp  # the cache was reused
     assert federated.layer_map.num_layers == 30
     assert {name.split(".lora_")[0].rsplit(".", 1)[-1] for name in federated.layer_map.all_names} == {"q_proj", "v_proj"}

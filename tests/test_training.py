@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from fedhello.training import LocalTrainingSettings, SavedActivationMeter, autocast_for, local_batches, train_locally
+from fedhello.precision import autocast_for
+from fedhello.training import LocalTrainingSettings, SavedActivationMeter, local_batches, train_locally
 
 
 def settings(**overrides) -> LocalTrainingSettings:

@@ -1,4 +1,4 @@
-"""The `fedhello` command line: run, resume, compare, report, presets, strategies, datasets."""
+"""The `fedhello` command line: run, resume, compare, report, presets, strategies, datasets, tasks."""
 
 from __future__ import annotations
 
@@ -119,6 +119,16 @@ def _datasets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tasks(args: argparse.Namespace) -> int:
+    from fedhello.tasks import TASK_MODULES, task_for
+
+    print("tasks (model.task):")
+    for kind in TASK_MODULES:
+        task = task_for(kind)
+        print(f"  {kind:<24} {task.description}; headline metric: {task.headline_metric}")
+    return 0
+
+
 def _config_reference(args: argparse.Namespace) -> int:
     from fedhello.config import config_reference
 
@@ -171,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("presets", help="list the shipped presets").set_defaults(handler=_presets)
     commands.add_parser("strategies", help="list allocation strategies and their parameters").set_defaults(handler=_strategies)
     commands.add_parser("datasets", help="list datasets and offline models").set_defaults(handler=_datasets)
+    commands.add_parser("tasks", help="list task kinds (model.task)").set_defaults(handler=_tasks)
     commands.add_parser("config", help="print the config reference (Markdown)").set_defaults(handler=_config_reference)
     return parser
 

@@ -28,10 +28,11 @@ class _Section(BaseModel):
 
 class ModelConfig(_Section):
     name: str = Field("minilm-l6", description="offline alias (see `fedhello datasets`), a local folder, or a Hugging Face hub id")
-    task: Literal["sequence_classification", "image_classification"] = Field(
-        "sequence_classification", description="model head family; must fit the dataset (texts or images)"
+    task: Literal["sequence_classification", "image_classification", "causal_lm"] = Field(
+        "sequence_classification",
+        description="task kind (see `fedhello tasks`); must fit the dataset (texts, images or instruction pairs)",
     )
-    max_length: int = Field(64, ge=8, le=8192, description="tokens per example (truncation and padding)")
+    max_length: int = Field(64, ge=8, le=8192, description="tokens per example (truncation; causal_lm: prompt + answer)")
     train_pooler: bool = Field(
         True,
         description="train the pooler with the classifier; BERT-style sentence-embedding checkpoints never "
@@ -152,6 +153,10 @@ class EvaluationConfig(_Section):
         "0.9 points at 60% accuracy for 3,000), or null for the whole test set",
     )
     batch_size: int = Field(64, ge=1, description="evaluation batch size")
+    generate_samples: int = Field(
+        32, ge=0, description="causal_lm: evaluated samples whose greedy answers are scored with ROUGE-L (0: none)"
+    )
+    max_new_tokens: int = Field(48, ge=1, le=4096, description="causal_lm: longest greedy answer, in tokens")
 
 
 class FlowerConfig(_Section):

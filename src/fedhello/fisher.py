@@ -1,7 +1,9 @@
 """Empirical Fisher diagonal of the LoRA parameters and per-layer scores (SPEC §2.3).
 
 F_j = mean over proxy samples of (d/d theta_j log p(y | x))^2, with per-sample gradients
-computed in batches by `torch.func.vmap(grad(...))` over the LoRA tensors only.
+computed in batches by `torch.func.vmap(grad(...))` over the LoRA tensors only. The task
+defines log p(y | x) (`Task.sample_objective`): the true label's log-probability for
+classification, the summed log-likelihood of the answer tokens for instruction tuning.
 S_l = sum over layer l's LoRA tensors of the Frobenius norm of their Fisher diagonal.
 
 Fused CPU attention (`sdpa`) has no vmap batching rule: under vmap torch runs it one
@@ -16,8 +18,6 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Iterator
-from typing import Literal
-
 import numpy as np
 import torch
 from torch.func import functional_call, grad, vmap
@@ -25,8 +25,8 @@ from torch.func import functional_call, grad, vmap
 from fedhello.data.splits import Split
 from fedhello.models.federated_model import FederatedModel, TensorState
 from fedhello.models.layers import LayerMap
+from fedhello.tasks.base import Objective
 
-Objective = Literal["log_likelihood", "logit"]
 # The attention implementation used while scoring (None: leave the model's own).
 SCORING_ATTENTION = "eager"
 
@@ -85,12 +85,11 @@ def per_sample_gradients(
             inputs["attention_mask"], torch.float32, causal=is_causal_model(model)
         )
 
-    def sample_objective(params: TensorState, sample_inputs: dict[str, torch.Tensor], label) -> torch.Tensor:
+    def sample_objective(params: TensorState, sample_inputs: dict[str, torch.Tensor], labels) -> torch.Tensor:
         logits = functional_call(
             model, params, args=(), kwargs={key: value[None] for key, value in sample_inputs.items()}
         ).logits[0]
-        scores = torch.log_softmax(logits, -1) if objective == "log_likelihood" else logits
-        return scores.gather(0, label[None])[0]
+        return federated.task.sample_objective(logits, labels, objective)
 
     # torch.func.grad differentiates regardless of the outer no_grad; the outer no_grad keeps
     # regular autograd from also recording a graph through the other trainable parameters
@@ -113,13 +112,11 @@ def per_sample_gradients_loop(
     federated.set_trainable(names)
     parameters = federated.parameters_by_name()
     per_sample: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+    inputs = {key: value for key, value in batch.items() if key != "labels"}
     for index in range(len(batch["labels"])):
         model.zero_grad(set_to_none=True)
-        logits = model(
-            input_ids=batch["input_ids"][index : index + 1], attention_mask=batch["attention_mask"][index : index + 1]
-        ).logits[0]
-        scores = torch.log_softmax(logits, -1) if objective == "log_likelihood" else logits
-        scores[batch["labels"][index]].backward()
+        logits = model(**{key: value[index : index + 1] for key, value in inputs.items()}).logits[0]
+        federated.task.sample_objective(logits, batch["labels"][index], objective).backward()
         for name in names:
             per_sample[name].append(parameters[name].grad.detach().clone())
     model.zero_grad(set_to_none=True)

@@ -17,17 +17,15 @@ import torch
 from fedhello.allocation.base import ModelLayout
 from fedhello.allocation.groups import resolve_budgets
 from fedhello.config import ExperimentConfig
-from fedhello.data.datasets import ImageClassificationData, load_dataset
-from fedhello.data.images import image_split
+from fedhello.data.datasets import load_dataset
 from fedhello.data.partition import partition_indices
 from fedhello.data.splits import Split
-from fedhello.data.tokenize import encode_texts
 from fedhello.errors import ConfigError
 from fedhello.federation.client import ClientRuntime
 from fedhello.federation.model_runtime import GlobalModelRuntime
-from fedhello.models.classifier import load_classifier
 from fedhello.models.federated_model import FederatedModel
 from fedhello.seeding import numpy_rng
+from fedhello.tasks import EvaluationSettings, task_for
 
 
 @dataclass
@@ -48,8 +46,8 @@ class FederatedTask:
         return ClientRuntime.from_config(config, self.federated, self.train, self.test, self.client_indices)
 
     def global_runtime(self, config: ExperimentConfig) -> GlobalModelRuntime:
-        return GlobalModelRuntime(self.federated, self.test, self.proxy, config.evaluation.batch_size,
-                                  config.fisher.batch_size, config.fisher.objective, config.precision)
+        return GlobalModelRuntime(self.federated, self.test, self.proxy, EvaluationSettings.from_config(config),
+                                  config.fisher.batch_size, config.fisher.objective)
 
 
 def select_device(choice: str) -> torch.device:
@@ -81,8 +79,8 @@ def _capped(size: int, cap: int | None, rng: np.random.Generator) -> np.ndarray:
 def prepare_task(config: ExperimentConfig) -> FederatedTask:
     """Load data and model, split off the proxy set, partition the rest among clients."""
     data = load_dataset(config.data.dataset)
-    train_positions = _capped(len(data.train_labels), config.data.max_train_samples, numpy_rng(config.seed, "partition", 1))
-    test_positions = _capped(len(data.test_labels), config.data.max_test_samples, numpy_rng(config.seed, "eval", 1))
+    train_positions = _capped(data.num_train, config.data.max_train_samples, numpy_rng(config.seed, "partition", 1))
+    test_positions = _capped(data.num_test, config.data.max_test_samples, numpy_rng(config.seed, "eval", 1))
     proxy_size = config.fisher.proxy_size
     if proxy_size >= len(train_positions):
         raise ConfigError(f"config field 'fisher.proxy_size': {proxy_size} leaves no training data for the clients")
@@ -90,30 +88,20 @@ def prepare_task(config: ExperimentConfig) -> FederatedTask:
     proxy_positions, client_positions = np.sort(shuffled[:proxy_size]), np.sort(shuffled[proxy_size:])
     _check_against_data(config, len(client_positions), data.num_classes)
 
-    images = isinstance(data, ImageClassificationData)
-    if images != (config.model.task == "image_classification"):
+    task = task_for(config.model.task)
+    if not isinstance(data, task.data_type):
         raise ConfigError(
             f"config field 'model.task': {config.model.task} does not fit dataset {config.data.dataset!r} "
-            f"({'images' if images else 'texts'})"
+            f"({type(data).__name__}); see `fedhello tasks`"
         )
-    device = select_device(config.device)
-    federated = load_classifier(config, data.num_classes, device)
+    federated = task.load_model(config, data.num_classes, select_device(config.device))
     resolve_budgets(config.groups.budgets, federated.layer_map.num_layers)
-
-    def encode(split: str, positions: np.ndarray):
-        labels = getattr(data, f"{split}_labels")[positions]
-        if images:
-            num_channels = federated.model.get_base_model().config.num_channels
-            return image_split(getattr(data, f"{split}_images")[positions], labels, federated.preprocessor, num_channels)
-        texts = getattr(data, f"{split}_texts")
-        return encode_texts(federated.preprocessor, [texts[i] for i in positions], labels, config.model.max_length)
-
-    train = encode("train", client_positions)
-    test = encode("test", test_positions)
-    proxy = encode("train", proxy_positions) if proxy_size else None
+    train = task.encode(federated, data, "train", client_positions, config)
+    test = task.encode(federated, data, "test", test_positions, config)
+    proxy = task.encode(federated, data, "train", proxy_positions, config) if proxy_size else None
     partition = config.partition
     client_indices = partition_indices(
-        train.labels.numpy(),
+        train.classes.numpy(),
         config.federation.num_clients,
         partition.scheme,
         numpy_rng(config.seed, "partition"),

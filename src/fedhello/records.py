@@ -41,19 +41,50 @@ class JsonRecord:
         return cls(**{key: value for key, value in data.items() if key in known})
 
 
+# The metrics a task may report (EvalResult fields), in display order, with their labels.
+METRIC_LABELS: dict[str, str] = {
+    "accuracy": "accuracy",
+    "macro_f1": "macro-F1",
+    "micro_f1": "micro-F1",
+    "rouge_l": "ROUGE-L",
+    "perplexity": "perplexity",
+}
+# A task's headline metric (higher is better) is the first of these that its evaluations report.
+HEADLINE_METRICS: tuple[str, ...] = ("accuracy", "rouge_l")
+
+
+def headline_metric(evaluation: dict[str, Any]) -> str:
+    """The headline metric of an evaluation read back from JSON (classification: accuracy)."""
+    return next((name for name in HEADLINE_METRICS if evaluation.get(name) is not None), "accuracy")
+
+
 @dataclass
 class EvalResult(JsonRecord):
-    """Metrics of one evaluation; `num_clients` is set for personal-model evaluations."""
+    """Metrics of one evaluation; the task decides which metrics are set (the others stay None).
+
+    `num_clients` is set for personal-model evaluations.
+    """
 
     split: str
-    accuracy: float
-    macro_f1: float
-    micro_f1: float
     loss: float
     num_samples: int
+    accuracy: float | None = None  # classification
+    macro_f1: float | None = None
+    micro_f1: float | None = None
+    rouge_l: float | None = None  # causal LM: mean ROUGE-L F-measure of greedy answers
+    perplexity: float | None = None  # causal LM: exp(mean loss per answer token)
+    generated_samples: int | None = None  # causal LM: answers scored with ROUGE-L
     num_clients: int | None = None
     class_correct: list[int] | None = None  # per class label: correct predictions (global evaluations)
     class_total: list[int] | None = None  # per class label: test samples evaluated
+
+    @property
+    def headline(self) -> str:
+        return headline_metric(self.to_json())
+
+    def metrics(self) -> dict[str, float]:
+        """The reported metrics by name, in display order."""
+        return {name: getattr(self, name) for name in METRIC_LABELS if getattr(self, name) is not None}
 
 
 @dataclass

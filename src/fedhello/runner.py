@@ -42,7 +42,7 @@ from fedhello.outputs import RunWriter, plots
 from fedhello.outputs.run_writer import read_jsonl
 from fedhello.outputs.summary import format_table, summary_table_rows, write_summary
 from fedhello.preparation import FederatedTask, prepare_task
-from fedhello.records import EvalResult, RoundRecord
+from fedhello.records import METRIC_LABELS, EvalResult, RoundRecord
 from fedhello.tensor_state import TensorState
 
 
@@ -86,7 +86,7 @@ def claim_run_dir(path: Path, rounds: int = 0) -> Path:
 
 
 def write_partition(out_dir: Path, task: FederatedTask, client_groups: np.ndarray, budgets: list[int]) -> None:
-    summary = partition_summary(task.train.labels.numpy(), task.client_indices, len(task.label_names))
+    summary = partition_summary(task.train.classes.numpy(), task.client_indices, len(task.label_names))
     with (out_dir / "partition.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["client", "group", "layer_budget", "num_samples", "num_classes", *task.label_names])
@@ -189,12 +189,11 @@ def progress_reporter(config: ExperimentConfig) -> tuple[tqdm, Callable[[RoundRe
         if record.status == "empty":
             progress.write(f"round {record.round:>4}  no update survived: the global model is unchanged")
         if record.eval is not None:
-            shown["acc"] = f"{record.eval.accuracy:.3f}"
+            metrics = record.eval.metrics()
+            shown[METRIC_LABELS[record.eval.headline]] = f"{metrics[record.eval.headline]:.3f}"
             loss = record.train_loss if record.train_loss is not None else float("nan")
-            progress.write(
-                f"round {record.round:>4}  train loss {loss:.4f}  "
-                f"{record.eval.split} accuracy {record.eval.accuracy:.4f}  macro-F1 {record.eval.macro_f1:.4f}"
-            )
+            shown_metrics = "  ".join(f"{METRIC_LABELS[name]} {value:.4f}" for name, value in metrics.items())
+            progress.write(f"round {record.round:>4}  train loss {loss:.4f}  {record.eval.split} {shown_metrics}")
         progress.set_postfix(shown)
         progress.update(1)
 

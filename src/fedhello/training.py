@@ -13,7 +13,6 @@ import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import torch
@@ -21,6 +20,7 @@ from torch import nn
 
 from fedhello.data.splits import Split
 from fedhello.models.federated_model import FederatedModel
+from fedhello.precision import Precision, autocast_for
 
 
 class SavedActivationMeter:
@@ -87,24 +87,6 @@ def local_batches(num_samples: int, settings: LocalTrainingSettings, generator: 
             steps += 1
 
 
-Precision = Literal["auto", "fp32", "bf16"]
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
-
-
-def autocast_for(device: torch.device, precision: Precision = "auto"):
-    """The autocast context of a forward pass.
-
-    auto: bf16 on CUDA, full precision elsewhere; fp32: full precision everywhere;
-    bf16: bf16 autocast on any device (CPU included; see benchmarks/README.md for its
-    measured speed and accuracy on CPUs).
-    """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def train_locally(
     federated: FederatedModel,
     data: Split,
@@ -136,7 +118,7 @@ def train_locally(
     for positions in local_batches(len(sample_indices), settings, generator):
         batch = {key: value.to(device) for key, value in data.batch(sample_indices[positions]).items()}
         with meter.step(), autocast_for(device, settings.precision):
-            loss = model(**batch).loss
+            loss = federated.task.loss(model, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if settings.max_grad_norm is not None:

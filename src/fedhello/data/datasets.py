@@ -30,6 +30,14 @@ class TextClassificationData:
     def num_classes(self) -> int:
         return len(self.label_names)
 
+    @property
+    def num_train(self) -> int:
+        return len(self.train_labels)
+
+    @property
+    def num_test(self) -> int:
+        return len(self.test_labels)
+
 
 @dataclass(frozen=True)
 class ImageClassificationData:
@@ -45,6 +53,14 @@ class ImageClassificationData:
     @property
     def num_classes(self) -> int:
         return len(self.label_names)
+
+    @property
+    def num_train(self) -> int:
+        return len(self.train_labels)
+
+    @property
+    def num_test(self) -> int:
+        return len(self.test_labels)
 
 
 ClassificationData = TextClassificationData | ImageClassificationData

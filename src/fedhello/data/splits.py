@@ -9,10 +9,13 @@ import torch
 
 
 class Split(Protocol):
-    labels: torch.Tensor
+    @property
+    def classes(self) -> torch.Tensor:
+        """The class of each sample (its label, or an instruction pair's category): partitions and per-class counts."""
+        ...
 
     def __len__(self) -> int: ...
 
     def batch(self, indices: np.ndarray | torch.Tensor) -> dict[str, torch.Tensor]:
-        """Model inputs and `labels` for the given sample positions."""
+        """Model inputs and `labels` (what the loss is computed against) for the given sample positions."""
         ...

@@ -26,6 +26,10 @@ class EncodedSplit:
     def __len__(self) -> int:
         return len(self.labels)
 
+    @property
+    def classes(self) -> torch.Tensor:
+        return self.labels
+
     def batch(self, indices: np.ndarray | torch.Tensor) -> dict[str, torch.Tensor]:
         index = torch.as_tensor(indices, dtype=torch.long)
         return {

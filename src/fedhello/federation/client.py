@@ -16,11 +16,11 @@ import torch
 from fedhello.aggregation import ClientUpdate
 from fedhello.config import ExperimentConfig
 from fedhello.data.splits import Split
-from fedhello.evaluation import evaluate
 from fedhello.federation.messages import ClientReply, TrainInstruction
 from fedhello.models.federated_model import FederatedModel
 from fedhello.records import ClientRecord, EvalResult
 from fedhello.seeding import torch_generator, torch_seed
+from fedhello.tasks.base import EvaluationSettings
 from fedhello.tensor_state import TensorState, leading_block, pad_factor, state_bytes, state_delta
 from fedhello.training import LocalTrainingSettings, train_locally
 
@@ -35,7 +35,7 @@ class ClientRuntime:
     client_indices: list[np.ndarray]
     settings: LocalTrainingSettings
     seed: int
-    eval_batch_size: int
+    evaluation: EvaluationSettings
     initial_state: TensorState = field(init=False)
 
     def __post_init__(self) -> None:
@@ -55,7 +55,7 @@ class ClientRuntime:
             max_grad_norm=training.max_grad_norm,
             precision=config.precision,
         )
-        return cls(federated, train, test, client_indices, settings, config.seed, config.evaluation.batch_size)
+        return cls(federated, train, test, client_indices, settings, config.seed, EvaluationSettings.from_config(config))
 
 
 class Client:
@@ -121,10 +121,10 @@ class Client:
         """This client's own model on the test samples (among `candidates`) of the classes it holds."""
         if not self.state:
             return None
-        own_classes = np.unique(runtime.train.labels.numpy()[runtime.client_indices[self.client_id]])
-        own = candidates[np.isin(runtime.test.labels.numpy()[candidates], own_classes)]
+        own_classes = np.unique(runtime.train.classes.numpy()[runtime.client_indices[self.client_id]])
+        own = candidates[np.isin(runtime.test.classes.numpy()[candidates], own_classes)]
         if len(own) == 0:
             return None
-        runtime.federated.load_state({**runtime.initial_state, **self.state})
-        return EvalResult(split="personal", **evaluate(runtime.federated, runtime.test, own, runtime.eval_batch_size,
-                                                         runtime.settings.precision))
+        federated = runtime.federated
+        federated.load_state({**runtime.initial_state, **self.state})
+        return EvalResult(split="personal", **federated.task.evaluate(federated, runtime.test, own, runtime.evaluation))

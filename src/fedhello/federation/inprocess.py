@@ -91,12 +91,10 @@ def mean_personal_result(results: list[EvalResult], split: str) -> EvalResult:
     """Mean of the clients' own-model metrics (each on the test samples of its classes)."""
     return EvalResult(
         split=f"{split}-personal",
-        accuracy=float(np.mean([r.accuracy for r in results])),
-        macro_f1=float(np.mean([r.macro_f1 for r in results])),
-        micro_f1=float(np.mean([r.micro_f1 for r in results])),
         loss=float(np.mean([r.loss for r in results])),
         num_samples=int(sum(r.num_samples for r in results)),
         num_clients=len(results),
+        **{name: float(np.mean([r.metrics()[name] for r in results])) for name in results[0].metrics()},
     )
 
 

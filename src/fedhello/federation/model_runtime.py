@@ -11,10 +11,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedhello.data.splits import Split
-from fedhello.evaluation import evaluate
 from fedhello.fisher import layer_scores, lora_fisher_diagonal
 from fedhello.models.federated_model import FederatedModel
 from fedhello.records import EvalResult
+from fedhello.tasks.base import EvaluationSettings, Objective
 from fedhello.tensor_state import TensorState, split_merged_deltas
 
 
@@ -23,10 +23,9 @@ class GlobalModelRuntime:
     federated: FederatedModel
     test: Split
     proxy: Split | None
-    eval_batch_size: int
+    evaluation: EvaluationSettings
     fisher_batch_size: int
-    fisher_objective: str
-    precision: str = "auto"
+    fisher_objective: Objective
 
     @property
     def num_test_samples(self) -> int:
@@ -37,7 +36,7 @@ class GlobalModelRuntime:
         plain, merged = split_merged_deltas(global_state)
         self.federated.load_state(plain)
         with self.federated.merged_deltas(merged):
-            metrics = evaluate(self.federated, self.test, indices, self.eval_batch_size, self.precision)
+            metrics = self.federated.task.evaluate(self.federated, self.test, indices, self.evaluation)
         return EvalResult(split=split, **metrics)
 
     def score_layers(self, global_state: TensorState) -> np.ndarray:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import peft
 import torch
@@ -18,7 +18,9 @@ from torch import nn
 
 from fedhello.models.layers import LayerMap, build_layer_map
 from fedhello.tensor_state import TensorState
-HEAD_MODULE_NAMES = ("classifier", "score")
+
+if TYPE_CHECKING:
+    from fedhello.tasks.base import Task
 
 
 @dataclass
@@ -26,11 +28,13 @@ class FederatedModel:
     model: peft.PeftModel
     layer_map: LayerMap
     head_names: tuple[str, ...]
+    task: Task  # owns the loss, the metrics and the Fisher objective
     preprocessor: Any = None  # tokenizer or image processor
 
     @classmethod
-    def wrap(cls, model: peft.PeftModel, *, train_pooler: bool, preprocessor: Any = None) -> FederatedModel:
-        return cls(model, build_layer_map(model), head_parameter_names(model, train_pooler=train_pooler), preprocessor)
+    def wrap(cls, model: peft.PeftModel, task: Task, head_names: tuple[str, ...] = (),
+             preprocessor: Any = None) -> FederatedModel:
+        return cls(model, build_layer_map(model), head_names, task, preprocessor)
 
     @property
     def exchanged_names(self) -> tuple[str, ...]:
@@ -93,14 +97,3 @@ class FederatedModel:
             if name in wanted:
                 trainable.append(parameter)
         return trainable
-
-
-def head_parameter_names(model: nn.Module, *, train_pooler: bool) -> tuple[str, ...]:
-    """Parameters of the task head (classifier/score) and, optionally, the backbone's pooler."""
-    head_modules: list[nn.Module] = []
-    for name, module in model.named_modules():
-        leaf = name.rsplit(".", 1)[-1]
-        if leaf in HEAD_MODULE_NAMES or (train_pooler and leaf == "pooler"):
-            head_modules.append(module)
-    head_ids = {id(parameter) for module in head_modules for parameter in module.parameters()}
-    return tuple(name for name, parameter in model.named_parameters() if id(parameter) in head_ids)

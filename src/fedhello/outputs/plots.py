@@ -49,7 +49,7 @@ def allocation_matrix(
 
 
 def plot_learning_curves(rounds: list[dict], path: Path | str) -> Path | None:
-    """Train loss (left) and eval accuracy / macro-F1 (right) against round."""
+    """Train loss (left) and the evaluation scores (accuracy / macro-F1, or ROUGE-L) against round."""
     if not rounds:
         return None
     fig = Figure(figsize=(11, 4))
@@ -65,7 +65,8 @@ def plot_learning_curves(rounds: list[dict], path: Path | str) -> Path | None:
     evals = [(r["round"], r["eval"]) for r in rounds if r.get("eval")]
     periodic = [(rd, ev) for rd, ev in evals if ev.get("split") != "test"]
     final = [(rd, ev) for rd, ev in evals if ev.get("split") == "test"]
-    for key, label, color in (("accuracy", "accuracy", "tab:green"), ("macro_f1", "macro-F1", "tab:orange")):
+    for key, label, color in (("accuracy", "accuracy", "tab:green"), ("macro_f1", "macro-F1", "tab:orange"),
+                              ("rouge_l", "ROUGE-L", "tab:purple")):
         pts = [(rd, ev[key]) for rd, ev in periodic if ev.get(key) is not None]
         if pts:
             ax_eval.plot(*zip(*pts), marker="o", markersize=3, color=color, label=label)

@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import IO, Any
 
 from fedhello.errors import ConfigError
-from fedhello.records import AllocationRecord, ClientRecord, FisherRecord, RoundRecord, JsonRecord
+from fedhello.records import METRIC_LABELS, AllocationRecord, ClientRecord, FisherRecord, JsonRecord, RoundRecord
 
 METRICS_JSONL = "metrics.jsonl"
 CLIENTS_JSONL = "clients.jsonl"
@@ -31,6 +31,8 @@ METRICS_CSV_COLUMNS: tuple[str, ...] = (
     "eval_accuracy",
     "eval_macro_f1",
     "eval_micro_f1",
+    "eval_rouge_l",
+    "eval_perplexity",
     "eval_loss",
     "num_clients",
     "clients",
@@ -49,7 +51,7 @@ _ROUND_SCALARS: dict[str, str] = {
     "time/round_s": "wall_time_s",
     "time/eval_s": "eval_time_s",
 }
-_EVAL_SCALARS: tuple[str, ...] = ("accuracy", "macro_f1", "micro_f1", "loss")
+_EVAL_SCALARS: tuple[str, ...] = (*METRIC_LABELS, "loss")
 
 
 def strict_json(value: Any) -> Any:
@@ -106,9 +108,7 @@ def metrics_csv_row(record: dict) -> dict[str, Any]:
         "round": record.get("round"),
         "train_loss": record.get("train_loss"),
         "eval_split": ev.get("split"),
-        "eval_accuracy": ev.get("accuracy"),
-        "eval_macro_f1": ev.get("macro_f1"),
-        "eval_micro_f1": ev.get("micro_f1"),
+        **{f"eval_{name}": ev.get(name) for name in METRIC_LABELS},
         "eval_loss": ev.get("loss"),
         "num_clients": len(clients),
         "clients": " ".join(str(c) for c in clients),

@@ -7,6 +7,8 @@ import numbers
 from pathlib import Path
 from typing import Any
 
+from fedhello.records import METRIC_LABELS, headline_metric
+
 PLOT_FILES: tuple[tuple[str, str], ...] = (
     ("learning_curves.png", "Learning curves"),
     ("allocation_heatmap.png", "Layer allocation per round"),
@@ -69,7 +71,7 @@ def format_bytes(num_bytes: float) -> str:
 
 
 def best_eval(rounds: list[dict]) -> tuple[int, dict] | None:
-    """``(round, eval)`` with the highest eval accuracy; earliest round wins ties.
+    """``(round, eval)`` with the highest headline metric (accuracy, ROUGE-L); earliest round wins ties.
 
     The final full-test-set eval (split ``"test"``) is reported separately, so it only
     competes when no other split was evaluated.
@@ -77,12 +79,12 @@ def best_eval(rounds: list[dict]) -> tuple[int, dict] | None:
     evals = [
         (r["round"], r["eval"])
         for r in rounds
-        if r.get("eval") and r["eval"].get("accuracy") is not None
+        if r.get("eval") and r["eval"].get(headline_metric(r["eval"])) is not None
     ]
     periodic = [(rnd, ev) for rnd, ev in evals if ev.get("split") != "test"]
     best: tuple[int, dict] | None = None
     for rnd, ev in periodic or evals:
-        if best is None or ev["accuracy"] > best[1]["accuracy"]:
+        if best is None or ev[headline_metric(ev)] > best[1][headline_metric(best[1])]:
             best = (rnd, ev)
     return best
 
@@ -95,11 +97,12 @@ def summary_table_rows(
     best = best_eval(rounds)
     if best is not None:
         rnd, ev = best
-        rows.append([f"best eval accuracy ({ev.get('split', 'eval')})", ev["accuracy"]])
+        metric = headline_metric(ev)
+        rows.append([f"best eval {METRIC_LABELS[metric]} ({ev.get('split', 'eval')})", ev[metric]])
         rows.append(["best eval round", rnd])
     if final_eval:
         split = final_eval.get("split", "test")
-        for key, label in (("accuracy", "accuracy"), ("macro_f1", "macro-F1"), ("micro_f1", "micro-F1")):
+        for key, label in METRIC_LABELS.items():
             if final_eval.get(key) is not None:
                 rows.append([f"final {split} {label}", final_eval[key]])
     if rounds:
@@ -115,14 +118,12 @@ def summary_table_rows(
 
 
 def _learning_curve_table(rounds: list[dict]) -> str:
-    rows = [
-        [r["round"], r.get("train_loss"), r["eval"].get("accuracy")]
-        for r in rounds
-        if r.get("eval")
-    ]
-    if not rows:
+    evaluated = [r for r in rounds if r.get("eval")]
+    if not evaluated:
         return "_No evaluated rounds._"
-    return format_table(["round", "train loss", "eval accuracy"], rows)
+    metric = headline_metric(evaluated[-1]["eval"])
+    rows = [[r["round"], r.get("train_loss"), r["eval"].get(metric)] for r in evaluated]
+    return format_table(["round", "train loss", f"eval {METRIC_LABELS[metric]}"], rows)
 
 
 def write_summary(

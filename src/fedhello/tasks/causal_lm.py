@@ -1,0 +1,103 @@
+"""Causal-LM instruction tuning: a decoder LLM learns the answers of (prompt, answer) pairs.
+
+Inputs are chat-template renderings of each pair with the prompt and padding masked out
+of the labels (data/instruction_encoding.py), so the loss, the held-out perplexity and
+the Fisher objective all count answer tokens only. The headline metric is ROUGE-L of
+greedy generations on held-out prompts. There is no task head: the LM head is part of
+the frozen base, and clients exchange LoRA tensors only.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from fedhello.config import ExperimentConfig
+from fedhello.data.instruction_encoding import InstructionSplit, encode_instructions
+from fedhello.data.instructions import InstructionData
+from fedhello.data.rouge import rouge_l
+from fedhello.models.federated_model import FederatedModel
+from fedhello.models.loading import load_with_lora
+from fedhello.precision import autocast_for
+from fedhello.tasks.base import EvaluationSettings, Objective, Task
+
+IGNORED_LABEL = -100  # the label of prompt and padding tokens (Hugging Face's ignore index)
+
+
+class CausalLMTask(Task):
+    kind = "causal_lm"
+    description = "instruction tuning of a decoder LLM (Llama-style q_proj/v_proj): answer tokens only, ROUGE-L"
+    data_type = InstructionData
+    headline_metric = "rouge_l"
+
+    def load_model(self, config: ExperimentConfig, num_classes: int, device: torch.device) -> FederatedModel:
+        model, tokenizer = load_with_lora(config, AutoTokenizer.from_pretrained, AutoModelForCausalLM.from_pretrained,
+                                          device)
+        if tokenizer.pad_token_id is None:  # padding is masked out of attention and labels anyway
+            tokenizer.pad_token = tokenizer.eos_token
+        return FederatedModel.wrap(model, self, (), tokenizer)
+
+    def encode(self, federated: FederatedModel, data: InstructionData, split: Literal["train", "test"],
+               positions: np.ndarray, config: ExperimentConfig) -> InstructionSplit:
+        prompts, responses = getattr(data, f"{split}_prompts"), getattr(data, f"{split}_responses")
+        return encode_instructions(
+            federated.preprocessor,
+            [prompts[i] for i in positions],
+            [responses[i] for i in positions],
+            getattr(data, f"{split}_categories")[positions],
+            config.model.max_length,
+        )
+
+    @torch.inference_mode()
+    def evaluate(self, federated: FederatedModel, data: InstructionSplit, indices: np.ndarray,
+                 settings: EvaluationSettings) -> dict[str, Any]:
+        model, device = federated.model, federated.device
+        model.eval()
+        total_loss, answer_tokens = 0.0, 0
+        for start in range(0, len(indices), settings.batch_size):
+            batch = {key: value.to(device) for key, value in data.batch(indices[start : start + settings.batch_size]).items()}
+            labels = batch.pop("labels")
+            with autocast_for(device, settings.precision):
+                logits = model(**batch).logits.float()
+            targets = labels[:, 1:]
+            total_loss += F.cross_entropy(logits[:, :-1].flatten(0, 1), targets.flatten(), ignore_index=IGNORED_LABEL,
+                                          reduction="sum").item()
+            answer_tokens += int((targets != IGNORED_LABEL).sum())
+        loss = total_loss / max(answer_tokens, 1)
+        metrics: dict[str, Any] = {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "num_samples": int(len(indices))}
+        generated = indices[: settings.generate_samples]
+        if len(generated):
+            predictions = greedy_answers(federated, data, generated, settings)
+            metrics["rouge_l"] = rouge_l(predictions, data.references(generated))
+            metrics["generated_samples"] = int(len(generated))
+        return metrics
+
+    def sample_objective(self, logits: torch.Tensor, labels: torch.Tensor, objective: Objective) -> torch.Tensor:
+        """Summed log-likelihood (or raw logit) of the answer tokens: position t predicts token t + 1."""
+        targets = labels[1:]
+        answer = targets != IGNORED_LABEL
+        scores = torch.log_softmax(logits[:-1], -1) if objective == "log_likelihood" else logits[:-1]
+        picked = scores.gather(-1, torch.where(answer, targets, 0)[:, None])[:, 0]
+        return (picked * answer).sum()
+
+
+def greedy_answers(federated: FederatedModel, data: InstructionSplit, indices: np.ndarray,
+                   settings: EvaluationSettings) -> list[str]:
+    """Greedy continuations of the held-out prompts, decoded without special tokens."""
+    model, device, tokenizer = federated.model, federated.device, federated.preprocessor
+    answers: list[str] = []
+    for start in range(0, len(indices), settings.batch_size):
+        prompts = {key: value.to(device) for key, value in data.prompt_batch(indices[start : start + settings.batch_size]).items()}
+        with autocast_for(device, settings.precision), warnings.catch_warnings():
+            # The checkpoint's generation config may carry sampling settings that greedy decoding ignores.
+            warnings.filterwarnings("ignore", category=UserWarning)
+            output = model.generate(**prompts, max_new_tokens=settings.max_new_tokens, do_sample=False,
+                                    pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        answers += tokenizer.batch_decode(output[:, prompts["input_ids"].shape[1]:], skip_special_tokens=True)
+    return [answer.strip() for answer in answers]

@@ -1,0 +1,72 @@
+"""What sequence and image classification share: the head, the metrics, the Fisher objective."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import accuracy_score, f1_score
+from torch import nn
+
+from fedhello.data.splits import Split
+from fedhello.models.federated_model import FederatedModel
+from fedhello.precision import autocast_for
+from fedhello.tasks.base import EvaluationSettings, Objective, Task
+
+HEAD_MODULE_NAMES = ("classifier", "score")
+
+
+def head_parameter_names(model: nn.Module, *, train_pooler: bool) -> tuple[str, ...]:
+    """Parameters of the task head (classifier/score) and, optionally, the backbone's pooler."""
+    head_modules: list[nn.Module] = []
+    for name, module in model.named_modules():
+        leaf = name.rsplit(".", 1)[-1]
+        if leaf in HEAD_MODULE_NAMES or (train_pooler and leaf == "pooler"):
+            head_modules.append(module)
+    head_ids = {id(parameter) for module in head_modules for parameter in module.parameters()}
+    return tuple(name for name, parameter in model.named_parameters() if id(parameter) in head_ids)
+
+
+class ClassificationTask(Task):
+    """A label per sample: cross-entropy, accuracy / macro-F1 / micro-F1, Fisher of log p(y | x)."""
+
+    headline_metric = "accuracy"
+
+    def evaluate(self, federated: FederatedModel, data: Split, indices: np.ndarray,
+                 settings: EvaluationSettings) -> dict[str, Any]:
+        return classification_metrics(federated, data, indices, settings)
+
+    def sample_objective(self, logits: torch.Tensor, labels: torch.Tensor, objective: Objective) -> torch.Tensor:
+        scores = torch.log_softmax(logits, -1) if objective == "log_likelihood" else logits
+        return scores.gather(0, labels[None])[0]
+
+
+@torch.inference_mode()
+def classification_metrics(federated: FederatedModel, data: Split, indices: np.ndarray,
+                           settings: EvaluationSettings) -> dict[str, Any]:
+    model = federated.model
+    device = federated.device
+    model.eval()
+    predictions, losses = [], []
+    for start in range(0, len(indices), settings.batch_size):
+        batch = {key: value.to(device) for key, value in data.batch(indices[start : start + settings.batch_size]).items()}
+        labels = batch.pop("labels")
+        with autocast_for(device, settings.precision):
+            logits = model(**batch).logits.float()
+        losses.append(F.cross_entropy(logits, labels, reduction="sum").item())
+        predictions.append(logits.argmax(-1).cpu().numpy())
+    predicted = np.concatenate(predictions)
+    truth = data.classes[torch.as_tensor(indices)].numpy()
+    num_classes = int(max(truth.max(initial=-1), predicted.max(initial=-1)) + 1)
+    return {
+        # Per class label: correct predictions and test samples (per-group accuracy in comparisons).
+        "class_correct": np.bincount(truth[predicted == truth], minlength=num_classes).tolist(),
+        "class_total": np.bincount(truth, minlength=num_classes).tolist(),
+        "accuracy": float(accuracy_score(truth, predicted)),
+        "macro_f1": float(f1_score(truth, predicted, average="macro", zero_division=0)),
+        "micro_f1": float(f1_score(truth, predicted, average="micro", zero_division=0)),
+        "loss": float(sum(losses) / len(indices)),
+        "num_samples": int(len(indices)),
+    }
