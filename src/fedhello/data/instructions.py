@@ -88,8 +88,10 @@ def split_by_category(name: str, pairs: Sequence[InstructionPair], test_fraction
 def without_repeats(pairs: Sequence[InstructionPair]) -> list[InstructionPair]:
     """The first occurrence of each (prompt, response): a repeated pair could otherwise land on
     both sides of the split, and the test set would score memorisation."""
-    first = {(pair.prompt, pair.response): pair for pair in reversed(pairs)}
-    return [pair for pair in pairs if first[(pair.prompt, pair.response)] is pair]
+    first: dict[tuple[str, str], InstructionPair] = {}
+    for pair in pairs:
+        first.setdefault((pair.prompt, pair.response), pair)
+    return list(first.values())
 
 
 # --- chatterbot-corpus (offline) ---------------------------------------------------------
