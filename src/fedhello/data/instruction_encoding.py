@@ -131,8 +131,9 @@ def encode_instructions(
 ) -> InstructionSplit:
     """Pairs encoded for training (prompt + answer, answer-only labels) and for generation.
 
-    `system_prompt=None` keeps the template's default system message (SmolLM2's costs 21
-    tokens per sample); pass a string to replace it.
+    `system_prompt=None` keeps the template's default system message, if it has one; a string
+    replaces it. SmolLM2's default costs 21 tokens per sample, an empty one ("") 5: on
+    chatterbot that takes the median pair from 47 to 31 tokens.
     """
     if max_length < 2:
         raise ConfigError(f"config field 'model.max_length': {max_length} leaves no room for a prompt and an answer")
