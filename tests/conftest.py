@@ -178,3 +178,45 @@ def tiny_vit_folder(tmp_path_factory):
     ViTForImageClassification(config).save_pretrained(folder)
     ViTImageProcessor(size={"height": 8, "width": 8}, image_mean=[0.5], image_std=[0.5]).save_pretrained(folder)
     return folder
+
+
+# A ChatML chat template like SmolLM2's, without its default system message.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+CHAT_SPECIAL_TOKENS = ("<pad>", "<unk>", "<|im_start|>", "<|im_end|>")
+CHAT_WORDS = (
+    "system user assistant what is a the an who are you i am how do it my your to of in on and not can "
+    "cat dog sat mat hello hi good fine thanks yes no why because answer question tell me about "
+    "red blue green one two three four five . , ? !"
+).split()
+
+
+def build_chat_tokenizer():
+    """A word-level tokenizer with a ChatML chat template, built without downloads.
+
+    Lower-cases, splits on whitespace and punctuation, and maps unknown words to <unk>. Its
+    vocabulary (ids 0-3 special, <pad> = 0) fits the tiny Llama's VOCAB_SIZE; eos is <|im_end|>.
+    """
+    from tokenizers import AddedToken, Tokenizer, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocabulary = {token: index for index, token in enumerate((*CHAT_SPECIAL_TOKENS, *CHAT_WORDS))}
+    assert len(vocabulary) <= VOCAB_SIZE
+    backend = Tokenizer(models.WordLevel(vocabulary, unk_token="<unk>"))
+    backend.normalizer = normalizers.Lowercase()
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.add_special_tokens([AddedToken(token, special=True, normalized=False) for token in CHAT_SPECIAL_TOKENS])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>",
+                                        eos_token="<|im_end|>")
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+@pytest.fixture
+def chat_tokenizer():
+    """A word-level ChatML tokenizer (see build_chat_tokenizer); pad id 0, eos <|im_end|>."""
+    return build_chat_tokenizer()

