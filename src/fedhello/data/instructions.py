@@ -43,6 +43,14 @@ class InstructionData:
     def label_names(self) -> tuple[str, ...]:
         return self.category_names
 
+    @property
+    def num_train(self) -> int:
+        return len(self.train_prompts)
+
+    @property
+    def num_test(self) -> int:
+        return len(self.test_prompts)
+
 
 @dataclass(frozen=True)
 class InstructionPair:

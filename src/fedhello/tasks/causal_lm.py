@@ -19,16 +19,13 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from fedhello.config import ExperimentConfig
-from fedhello.data.instruction_encoding import InstructionSplit, encode_instructions
+from fedhello.data.instruction_encoding import IGNORE_INDEX, InstructionSplit, encode_instructions
 from fedhello.data.instructions import InstructionData
 from fedhello.data.rouge import rouge_l
 from fedhello.models.federated_model import FederatedModel
 from fedhello.models.loading import load_with_lora
 from fedhello.precision import autocast_for
 from fedhello.tasks.base import EvaluationSettings, Objective, Task
-
-IGNORED_LABEL = -100  # the label of prompt and padding tokens (Hugging Face's ignore index)
-
 
 class CausalLMTask(Task):
     kind = "causal_lm"
@@ -52,6 +49,7 @@ class CausalLMTask(Task):
             [responses[i] for i in positions],
             getattr(data, f"{split}_categories")[positions],
             config.model.max_length,
+            system_prompt=config.model.system_prompt,
         )
 
     @torch.inference_mode()
@@ -66,9 +64,9 @@ class CausalLMTask(Task):
             with autocast_for(device, settings.precision):
                 logits = model(**batch).logits.float()
             targets = labels[:, 1:]
-            total_loss += F.cross_entropy(logits[:, :-1].flatten(0, 1), targets.flatten(), ignore_index=IGNORED_LABEL,
+            total_loss += F.cross_entropy(logits[:, :-1].flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX,
                                           reduction="sum").item()
-            answer_tokens += int((targets != IGNORED_LABEL).sum())
+            answer_tokens += int((targets != IGNORE_INDEX).sum())
         loss = total_loss / max(answer_tokens, 1)
         metrics: dict[str, Any] = {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "num_samples": int(len(indices))}
         generated = indices[: settings.generate_samples]
@@ -81,7 +79,7 @@ class CausalLMTask(Task):
     def sample_objective(self, logits: torch.Tensor, labels: torch.Tensor, objective: Objective) -> torch.Tensor:
         """Summed log-likelihood (or raw logit) of the answer tokens: position t predicts token t + 1."""
         targets = labels[1:]
-        answer = targets != IGNORED_LABEL
+        answer = targets != IGNORE_INDEX
         scores = torch.log_softmax(logits[:-1], -1) if objective == "log_likelihood" else logits[:-1]
         picked = scores.gather(-1, torch.where(answer, targets, 0)[:, None])[:, 0]
         return (picked * answer).sum()
