@@ -38,3 +38,30 @@ def test_smollm2_is_dequantised_once_and_loads_as_a_30_layer_decoder(tmp_path, m
     assert federated.layer_map.num_layers == 30
     assert {name.split(".lora_")[0].rsplit(".", 1)[-1] for name in federated.layer_map.all_names} == {"q_proj", "v_proj"}
     assert federated.preprocessor.chat_template
+
+
+def test_hub_dataset_names_may_carry_a_config(monkeypatch):
+    """`hf:<id>:<config>` asks the hub for one dataset of a collection (LEDGAR of LexGLUE); no network needed."""
+    import types
+
+    import numpy as np
+
+    from fedhello.data import datasets
+
+    class Split(dict):
+        features = {"text": None, "label": types.SimpleNamespace(names=["a", "b"])}
+
+    requested = []
+
+    def load_dataset(repository, config_name):
+        requested.append((repository, config_name))
+        split = Split(text=["x", "y"], label=[0, 1])
+        return {"train": split, "test": split}
+
+    fake = types.SimpleNamespace(load_dataset=load_dataset, Image=type("Image", (), {}))
+    monkeypatch.setattr(datasets, "import_hub_datasets", lambda: fake)
+    data = datasets.load_dataset("hf:coastalcph/lex_glue:ledgar")
+    assert requested == [("coastalcph/lex_glue", "ledgar")]
+    assert data.label_names == ("a", "b") and np.array_equal(data.test_labels, [0, 1])
+    datasets.load_dataset("hf:uoft-cs/cifar100")
+    assert requested[-1] == ("uoft-cs/cifar100", None)

@@ -111,11 +111,11 @@ def _datasets(args: argparse.Namespace) -> int:
     print("datasets (data.dataset):")
     for name, entry in DATASETS.items():
         print(f"  {name:<20} {entry.description}")
-    print("  hf:<hub id>          a hub dataset with text/label columns (online, needs fedhello[hub])")
+    print("  hf:<id>[:<config>]   a hub dataset with text or image and label columns (online, needs fedhello[hub])")
     print("models (model.name):")
     for name, entry in OFFLINE_MODELS.items():
         print(f"  {name:<20} {entry.description} (offline, package {entry.distribution})")
-    print("  <hub id or folder>   any Hugging Face sequence-classification checkpoint (online)")
+    print("  <hub id or folder>   any Hugging Face checkpoint of the run's task (see `fedhello tasks`; online)")
     return 0
 
 

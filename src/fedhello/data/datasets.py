@@ -167,9 +167,14 @@ def _hub_label_column(features) -> str:
 
 
 def load_hub_dataset(hub_id: str) -> ClassificationData:
-    """`hf:<id>`: a hub dataset with train/test splits and a text or image column (needs internet)."""
+    """`hf:<id>` or `hf:<id>:<config>`: a hub dataset with train/test splits and a text or image column.
+
+    Needs internet. The config name selects one dataset of a collection, e.g.
+    `hf:coastalcph/lex_glue:ledgar` (LEDGAR of LexGLUE).
+    """
     hf_datasets = import_hub_datasets()
-    loaded = hf_datasets.load_dataset(hub_id)
+    repository, _, config_name = hub_id.partition(":")
+    loaded = hf_datasets.load_dataset(repository, config_name or None)
     features = loaded["train"].features
     label_column = _hub_label_column(features)
     label_feature = features[label_column]
@@ -202,6 +207,6 @@ def load_dataset(name: str) -> DatasetData:
         return load_hub_dataset(name[len("hf:") :])
     if name not in DATASETS:
         raise ConfigError(
-            f"config field 'data.dataset': unknown dataset {name!r}; available: {', '.join(DATASETS)}, or hf:<hub id>"
+            f"config field 'data.dataset': unknown dataset {name!r}; available: {', '.join(DATASETS)}, or hf:<hub id>[:<config>]"
         )
     return DATASETS[name].loader()
