@@ -2,7 +2,7 @@
 
 No pretrained vision transformer installs from PyPI or Debian, and federated LoRA fine-tuning
 needs a backbone whose features already mean something (LoRA on a random init learns little).
-So fedhello pretrains a 6-layer ViT (about 0.8M parameters, 28x28 grey images, 7x7 patches)
+So fedhello pretrains a 6-layer ViT (about 0.7M parameters, 28x28 grey images, 7x7 patches)
 from a random init on the split that data/mnist.py holds out of a dataset, and caches it as a
 Hugging Face safetensors folder. It is a project-pretrained stand-in, not a foundation model:
 it has seen 9,000 images of one dataset. Its classifier head is replaced at fine-tuning time.
@@ -35,14 +35,14 @@ CACHE_FILES = ("config.json", "model.safetensors", "preprocessor_config.json", P
 
 @dataclass(frozen=True)
 class PretrainSettings:
-    steps: int = 600
+    steps: int = 800
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 0.05
-    hidden_size: int = 128
+    hidden_size: int = 96
     num_layers: int = 6
     num_heads: int = 4
-    intermediate_size: int = 256
+    intermediate_size: int = 384
     patch_size: int = 7
     validation_size: int = 1_000  # held out of the pretraining split to measure the pretraining
     seed: int = 0
@@ -156,6 +156,7 @@ def pretrain_vit(dataset: str = "mnist", settings: PretrainSettings = PretrainSe
 
     def write(staging: Path) -> None:
         transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
         model.save_pretrained(staging)  # safetensors; nothing is pickled
         processor.save_pretrained(staging)
         (staging / PRETRAINING_RECORD).write_text(json.dumps(record, indent=2) + "\n")
