@@ -5,7 +5,7 @@ needs a backbone whose features already mean something (LoRA on a random init le
 So fedhello pretrains a 6-layer ViT (about 0.7M parameters, 28x28 grey images, 7x7 patches)
 from a random init on the split that data/mnist.py holds out of a dataset, and caches it as a
 Hugging Face safetensors folder. It is a project-pretrained stand-in, not a foundation model:
-it has seen 9,000 images of one dataset. Its classifier head is replaced at fine-tuning time.
+it has seen 9,000 images of one dataset. Only the backbone is saved: fine-tuning starts from a new classifier head.
 """
 
 from __future__ import annotations
@@ -157,7 +157,9 @@ def pretrain_vit(dataset: str = "mnist", settings: PretrainSettings = PretrainSe
     def write(staging: Path) -> None:
         transformers.logging.set_verbosity_error()
         transformers.logging.disable_progress_bar()
-        model.save_pretrained(staging)  # safetensors; nothing is pickled
+        # The backbone only (safetensors; nothing is pickled): its pretraining head has the same 10 classes
+        # as the fine-tuning task and would otherwise be kept, so the federation gets a new head to train.
+        model.vit.save_pretrained(staging)
         processor.save_pretrained(staging)
         (staging / PRETRAINING_RECORD).write_text(json.dumps(record, indent=2) + "\n")
 
