@@ -1,4 +1,4 @@
-"""The `fedhello` command line: run, resume, compare, report, presets, strategies, datasets, tasks."""
+"""The `fedhello` command line: run, resume, compare, report, presets, strategies, datasets, tasks, pretrain-vit."""
 
 from __future__ import annotations
 
@@ -106,7 +106,7 @@ def _strategies(args: argparse.Namespace) -> int:
 
 def _datasets(args: argparse.Namespace) -> int:
     from fedhello.data.datasets import DATASETS
-    from fedhello.models.sources import OFFLINE_MODELS
+    from fedhello.models.sources import OFFLINE_MODELS, PROJECT_PRETRAINED_MODELS
 
     print("datasets (data.dataset):")
     for name, entry in DATASETS.items():
@@ -115,6 +115,9 @@ def _datasets(args: argparse.Namespace) -> int:
     print("models (model.name):")
     for name, entry in OFFLINE_MODELS.items():
         print(f"  {name:<20} {entry.description} (offline, package {entry.distribution})")
+    for name, dataset in PROJECT_PRETRAINED_MODELS.items():
+        print(f"  {name:<20} small ViT pretrained by fedhello on {dataset}'s held-out split, a stand-in, not a "
+              "foundation model (offline, made on first use or by `fedhello pretrain-vit`)")
     print("  <hub id or folder>   any Hugging Face checkpoint of the run's task (see `fedhello tasks`; online)")
     return 0
 
@@ -129,6 +132,18 @@ def _tasks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pretrain_vit(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from fedhello.models.pretrained_vit import PretrainSettings, pretrain_vit
+
+    settings = PretrainSettings() if args.steps is None else replace(PretrainSettings(), steps=args.steps)
+    result = pretrain_vit(args.dataset, settings, force=args.force)
+    print(f"vit-{args.dataset}: saved in {result.folder} after {result.steps} steps "
+          f"({result.seconds:.0f} s); pretraining validation accuracy {result.validation_accuracy:.1%}")
+    return 0
+
+
 def _config_reference(args: argparse.Namespace) -> int:
     from fedhello.config import config_reference
 
@@ -136,7 +151,16 @@ def _config_reference(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from fedhello.models.sources import PROJECT_PRETRAINED_MODELS
+
     parser = argparse.ArgumentParser(prog="fedhello", description="Federated LoRA fine-tuning with heterogeneous layer allocation.")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -182,6 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("strategies", help="list allocation strategies and their parameters").set_defaults(handler=_strategies)
     commands.add_parser("datasets", help="list datasets and offline models").set_defaults(handler=_datasets)
     commands.add_parser("tasks", help="list task kinds (model.task)").set_defaults(handler=_tasks)
+    pretrain = commands.add_parser("pretrain-vit", help="pretrain the small stand-in ViT of `vit-mnist` / "
+                                   "`vit-fashion-mnist` on the dataset's held-out split and cache it")
+    pretrain.add_argument("--dataset", choices=tuple(PROJECT_PRETRAINED_MODELS.values()), default="mnist")
+    pretrain.add_argument("--steps", type=_positive_int, help="training steps (default: the module's, 800)")
+    pretrain.add_argument("--force", action="store_true", help="pretrain again even if it is cached")
+    pretrain.set_defaults(handler=_pretrain_vit)
     commands.add_parser("config", help="print the config reference (Markdown)").set_defaults(handler=_config_reference)
     return parser
 

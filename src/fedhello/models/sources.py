@@ -37,6 +37,11 @@ OFFLINE_MODELS: dict[str, OfflineModel] = {
 }
 
 
+# Aliases of ViTs that fedhello pretrains itself on a dataset's held-out split (models/pretrained_vit.py):
+# project-pretrained stand-ins for a vision backbone, since none installs offline.
+PROJECT_PRETRAINED_MODELS: dict[str, str] = {"vit-mnist": "mnist", "vit-fashion-mnist": "fashion-mnist"}
+
+
 def locate_distribution_file(distribution_name: str, relative: str, what: str) -> Path:
     """A file or folder inside an installed distribution, or a ConfigError saying how to install it."""
     try:
@@ -52,6 +57,10 @@ def locate_distribution_file(distribution_name: str, relative: str, what: str) -
 
 def resolve_model_source(name: str) -> str:
     """An offline alias becomes its local folder; anything else is a local path or a hub id."""
+    if name in PROJECT_PRETRAINED_MODELS:
+        from fedhello.models.pretrained_vit import pretrained_vit_folder
+
+        return str(pretrained_vit_folder(PROJECT_PRETRAINED_MODELS[name]))
     if name in OFFLINE_MODELS:
         entry = OFFLINE_MODELS[name]
         folder = locate_distribution_file(entry.distribution, entry.folder, f"model {name!r}")
