@@ -23,7 +23,7 @@ from fedhello.data import mnist
 from fedhello.data.datasets import load_dataset
 from fedhello.errors import ConfigError
 from fedhello.models import pretrained_vit
-from fedhello.models.classifier import load_classifier
+from fedhello.tasks import task_for
 from fedhello.models.pretrained_vit import PretrainSettings, pretrain_vit
 from fedhello.models.sources import resolve_model_source
 from fedhello.outputs.run_writer import read_jsonl
@@ -105,7 +105,7 @@ def test_pretrain_vit_writes_a_loadable_folder_that_the_alias_resolves_to(tmp_ca
     assert "not a foundation model" in json.loads((folder / "pretraining.json").read_text())["what"]
     assert resolve_model_source("vit-mnist") == str(folder)
     config = load_config(overrides=["model.name=vit-mnist", "model.task=image_classification"])
-    federated = load_classifier(config, num_labels=3, device=torch.device("cpu"))  # a new 3-class head
+    federated = task_for(config.model.task).load_model(config, 3, torch.device("cpu"))  # a new 3-class head
     # transformers 5 names ViT's attention projections q_proj/v_proj (query/value before); lora.py detects either.
     assert federated.layer_map.num_layers == TINY.num_layers
     assert {name.split(".lora_")[0].rsplit(".", 1)[-1] for name in federated.layer_map.all_names} == {"q_proj", "v_proj"}
