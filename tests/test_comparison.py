@@ -207,3 +207,12 @@ def test_paired_differences_pair_by_seed():
     assert row["mean"] == pytest.approx(0.02)  # differences 2, 3, 1, 3, 1 points
     # sd of (2, 3, 1, 3, 1) points = 1.0; half-width = 2.7764451 * 1.0 / sqrt(5) = 1.2416 points
     assert row["low"] == pytest.approx(0.02 - 0.012416, abs=1e-5) and row["significant"]
+
+
+def test_comparisons_refuse_tasks_without_accuracy(tmp_path):
+    from fedhello.comparison.grid import load_comparison, run_comparison
+
+    comparison = load_comparison("offline-smoke", None, ["base.model.task=causal_lm"])
+    with pytest.raises(ConfigError, match="base.model.task"):
+        run_comparison(comparison, tmp_path / "grid", progress=False)
+    assert not (tmp_path / "grid").exists()

@@ -33,6 +33,7 @@ from fedhello.config import (
     read_preset,
 )
 from fedhello.errors import ConfigError, pydantic_message
+from fedhello.tasks import task_for
 
 
 
@@ -185,6 +186,12 @@ def run_comparison(comparison: ComparisonConfig, out_dir: Path, progress: bool =
 
     grid = cells(comparison)
     configs = [cell_config(comparison, cell) for cell in grid]  # reject bad cells before running any
+    unsupported = {config.model.task for config in configs if task_for(config.model.task).headline_metric != "accuracy"}
+    if unsupported:
+        raise ConfigError(
+            f"comparison field 'base.model.task': the comparison report tabulates accuracy and F1, which "
+            f"{', '.join(sorted(unsupported))} does not report; run each method with `fedhello run` and read its summary.md"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "comparison.yaml").write_text(yaml.safe_dump(comparison.model_dump(mode="json"), sort_keys=False))
     for cell, config in zip(grid, configs):
