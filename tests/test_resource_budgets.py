@@ -187,3 +187,16 @@ def test_memory_budget_run_reports_zero_violations(tiny_vit_folder, tmp_path):
     rows = [line for line in section.splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert len(rows) == 3 and all(row.rstrip(" |").endswith("| 0") for row in rows)
     assert "violations" in outcome.summary_table
+
+
+def test_budget_accounting_counts_client_rounds_over_their_memory_budget():
+    from fedhello.outputs.budget_accounting import budget_rows
+
+    def client(group, layers, activation, state=0, status="trained"):
+        return {"group": group, "layers": layers, "activation_bytes": activation, "state_bytes": state, "status": status}
+
+    clients = [client(0, [5], 900, 100), client(0, [4, 5], 1000, 1), client(0, [], 0, status="idle"),
+               client(1, [0, 1, 2, 3, 4, 5], 10**9)]
+    _, rows = budget_rows(clients, ["1000B", 3], [1, 3], [1000, None])
+    assert rows[0][1:3] == ["1000B", 2] and rows[0][-4:] == [1.5, 4.5, 4, 1]
+    assert rows[1][1] == "3 layers" and rows[1][-1] is None  # layer-count budgets are the strategy's to interpret
