@@ -25,6 +25,7 @@ HERE = Path(__file__).resolve().parent
 # script -> extra arguments (kept short enough for a 2-core machine: ~25 minutes in all)
 SCRIPTS: dict[str, list[str]] = {
     "allocation_savings.py": ["--steps", "3", "--repeats", "2"],
+    "memory_budgets.py": [],
     "fisher_scoring.py": ["--repeats", "3"],
     # bf16 is 6-10x slower than fp32 on AVX2-only CPUs, so the paired bf16 accuracy check
     # (cpu_levers.py --seeds 0 1 2) is left out here; run it by hand on a bf16-capable CPU.

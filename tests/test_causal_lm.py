@@ -162,3 +162,20 @@ def test_task_must_fit_the_dataset_for_instructions(tiny_llama_folder, tiny_inst
 
     with pytest.raises(ConfigError, match="model.task"):
         prepare_task(lm_config(tiny_llama_folder, "model.task=sequence_classification"))
+
+
+def test_memory_budgets_price_the_longest_instruction_batch(tiny_llama_folder, tiny_instructions, one_torch_thread):
+    from fedhello.training import LocalTrainingSettings, train_locally
+
+    task = prepare_task(lm_config(tiny_llama_folder, "groups.budgets=[2, 3, '1GiB']"))
+    costs, federated = task.costs, task.federated
+    lengths = task.train.attention_mask.sum(dim=1).numpy()
+    longest = np.sort(np.argsort(-lengths, kind="stable")[:6])
+    assert costs.head_state == 0 and costs.key["batch"]["input_ids"] == [6, int(lengths.max())]
+    assert costs.deepest_first(2**30) == (0, 1, 2, 3)
+    settings = LocalTrainingSettings(lr=1e-3, weight_decay=0.0, batch_size=6, local_epochs=1, max_local_steps=1,
+                                     max_grad_norm=None)
+    for layers in ([3], [1, 3], [0, 1, 2, 3]):
+        measured = train_locally(federated, task.train, longest, federated.layer_map.names_for(layers), settings,
+                                 torch.Generator().manual_seed(0)).activation_bytes
+        assert abs(costs.cost(layers).activation_bytes - measured) <= 0.1 * measured

@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fedhello.errors import ConfigError, pydantic_message
+from fedhello.resources.memory_units import parse_memory
 
 
 class _Section(BaseModel):
@@ -101,8 +102,10 @@ class TrainingConfig(_Section):
 
 class GroupsConfig(_Section):
     ratio: str | list[float] = Field("1:1:1", description="client share per capability group, e.g. '6:3:1' or [0.6, 0.3, 0.1]")
-    budgets: list[int | float] = Field(
-        [0.5, 0.75, 1.0], description="layer budget per group: an integer number of layers or a fraction of L in (0, 1]"
+    budgets: list[int | float | str] = Field(
+        [0.5, 0.75, 1.0],
+        description="budget per group: an integer number of layers, a fraction of L in (0, 1], or peak training "
+        "memory above the frozen model such as '350MiB' (KiB/MiB/GiB binary, kB/MB/GB decimal); groups may mix them",
     )
     assignment: Literal["random", "index"] = Field("random", description="random: seeded shuffle; index: by client id (reference)")
 
@@ -120,8 +123,10 @@ class GroupsConfig(_Section):
 
     @field_validator("budgets")
     @classmethod
-    def _check_budgets(cls, value: list[int | float]) -> list[int | float]:
+    def _check_budgets(cls, value: list[int | float | str]) -> list[int | float | str]:
         for budget in value:
+            if isinstance(budget, str):
+                parse_memory(budget)
             if isinstance(budget, float) and not 0 < budget <= 1:
                 raise ValueError(f"fractional budget {budget} must be in (0, 1]; use an integer for a layer count")
             if isinstance(budget, int) and budget < 1:

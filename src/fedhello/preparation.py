@@ -10,12 +10,13 @@ budgets against the number of layers) runs here, before any run directory exists
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from fedhello.allocation.base import ModelLayout
-from fedhello.allocation.groups import resolve_budgets
+from fedhello.allocation.groups import needs_cost_model, resolve_budgets
 from fedhello.config import ExperimentConfig
 from fedhello.data.datasets import load_dataset
 from fedhello.data.partition import partition_indices
@@ -24,6 +25,8 @@ from fedhello.errors import ConfigError
 from fedhello.federation.client import ClientRuntime
 from fedhello.federation.model_runtime import GlobalModelRuntime
 from fedhello.models.federated_model import FederatedModel
+from fedhello.resources.cost_model import CostModel
+from fedhello.resources.probe import cost_model_for
 from fedhello.seeding import numpy_rng
 from fedhello.tasks import EvaluationSettings, task_for
 
@@ -38,9 +41,10 @@ class FederatedTask:
     proxy: Split | None
     client_indices: list[np.ndarray]
     label_names: tuple[str, ...]
+    costs: CostModel | None = None  # measured when a budget is a memory size or the strategy prices layer sets
 
     def layout(self) -> ModelLayout:
-        return ModelLayout(self.federated.layer_map, self.federated.head_names, self.federated.state())
+        return ModelLayout(self.federated.layer_map, self.federated.head_names, self.federated.state(), self.costs)
 
     def client_runtime(self, config: ExperimentConfig) -> ClientRuntime:
         return ClientRuntime.from_config(config, self.federated, self.train, self.test, self.client_indices)
@@ -76,8 +80,14 @@ def _capped(size: int, cap: int | None, rng: np.random.Generator) -> np.ndarray:
     return np.sort(rng.choice(size, cap, replace=False))
 
 
-def prepare_task(config: ExperimentConfig) -> FederatedTask:
-    """Load data and model, split off the proxy set, partition the rest among clients."""
+def prepare_task(config: ExperimentConfig, *, strategy_uses_costs: bool = False,
+                 cost_cache: Path | None = None) -> FederatedTask:
+    """Load data and model, split off the proxy set, partition the rest among clients.
+
+    With memory budgets (or a strategy that prices layer sets) it also measures the cost
+    model on a real training batch, or reuses `cost_cache` when it was measured for the same
+    model and input shape, and checks every budget against it.
+    """
     data = load_dataset(config.data.dataset)
     train_positions = _capped(data.num_train, config.data.max_train_samples, numpy_rng(config.seed, "partition", 1))
     test_positions = _capped(data.num_test, config.data.max_test_samples, numpy_rng(config.seed, "eval", 1))
@@ -95,8 +105,13 @@ def prepare_task(config: ExperimentConfig) -> FederatedTask:
             f"({type(data).__name__}); see `fedhello tasks`"
         )
     federated = task.load_model(config, data.num_classes, select_device(config.device))
-    resolve_budgets(config.groups.budgets, federated.layer_map.num_layers)
+    num_layers = federated.layer_map.num_layers
+    resolve_budgets([budget for budget in config.groups.budgets if not isinstance(budget, str)], num_layers)
     train = task.encode(federated, data, "train", client_positions, config)
+    costs = None
+    if needs_cost_model(config.groups.budgets) or strategy_uses_costs:
+        costs = cost_model_for(config, federated, train, cost_cache)
+        resolve_budgets(config.groups.budgets, num_layers, costs)
     test = task.encode(federated, data, "test", test_positions, config)
     proxy = task.encode(federated, data, "train", proxy_positions, config) if proxy_size else None
     partition = config.partition
@@ -116,6 +131,6 @@ def prepare_task(config: ExperimentConfig) -> FederatedTask:
             f"{config.federation.num_clients} clients (e.g. client {empty[0]}) with no training samples; "
             "use fewer clients, more data, or a larger partition.min_per_client / partition.alpha"
         )
-    return FederatedTask(federated, train, test, proxy, client_indices, data.label_names)
+    return FederatedTask(federated, train, test, proxy, client_indices, data.label_names, costs)
 
 

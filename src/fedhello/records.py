@@ -105,6 +105,7 @@ class ClientRecord(JsonRecord):
     bytes_down: int = 0
     bytes_up: int = 0
     activation_bytes: int = 0
+    state_bytes: int = 0  # gradients + AdamW states of the trained tensors (fp32 states)
     reason: str | None = None
 
 

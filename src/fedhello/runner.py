@@ -39,10 +39,12 @@ from fedhello.federation.server import Server
 from fedhello.models.export import save_peft_adapter
 from fedhello.models.federated_model import FederatedModel
 from fedhello.outputs import RunWriter, plots
+from fedhello.outputs.budget_accounting import budget_table
 from fedhello.outputs.run_writer import read_jsonl
 from fedhello.outputs.summary import format_table, summary_table_rows, write_summary
 from fedhello.preparation import FederatedTask, prepare_task
 from fedhello.records import METRIC_LABELS, EvalResult, RoundRecord
+from fedhello.resources.probe import COST_FILE
 from fedhello.tensor_state import TensorState
 
 
@@ -133,6 +135,7 @@ def write_run_report(out_dir: Path) -> str:
     config = load_config(path=out_dir / "config.yaml")
     info = json.loads((out_dir / "run_info.json").read_text())
     num_layers, budgets = info["num_layers"], info["group_budgets"]
+    memory = info.get("group_memory_bytes") or [None] * len(budgets)
     rounds = read_jsonl(out_dir / "metrics.jsonl")
     clients = read_jsonl(out_dir / "clients.jsonl")
     allocations = read_jsonl(out_dir / "allocations.jsonl")
@@ -146,6 +149,7 @@ def write_run_report(out_dir: Path) -> str:
     incomplete = status is not None and status.get("status") != "complete"
     final_eval = rounds[-1].get("eval") if rounds and not incomplete else None
     headers, rows = summary_table_rows(rounds, final_eval)
+    budgets_by_group = budget_table(clients, config.groups.budgets, budgets, memory)
     if incomplete:
         rows.insert(0, ["run status", f"INCOMPLETE ({status.get('status')}): {len(rounds)} of "
                                       f"{config.federation.rounds} rounds; continue with `fedhello resume {out_dir}`"])
@@ -163,9 +167,10 @@ def write_run_report(out_dir: Path) -> str:
         config_lines=config_lines,
         final_eval=final_eval,
         rounds=rounds,
-        extra_sections={"Cost per capability group": group_cost_table(clients, budgets)},
+        extra_sections={"Cost per capability group": group_cost_table(clients, budgets),
+                        "Budgets per capability group": budgets_by_group},
     )
-    return format_table(headers, rows)
+    return format_table(headers, rows) + "\n\nBudgets per capability group:\n" + budgets_by_group
 
 
 @dataclass
@@ -202,9 +207,12 @@ def progress_reporter(config: ExperimentConfig) -> tuple[tqdm, Callable[[RoundRe
 
 def write_run_info(out_dir: Path, task: FederatedTask, server: Server, engine: str) -> None:
     write_partition(out_dir, task, server.client_groups, server.group_budgets)
+    if task.costs is not None:
+        task.costs.save(out_dir / COST_FILE)
     (out_dir / "run_info.json").write_text(json.dumps({
         "num_layers": server.num_layers,
         "group_budgets": server.group_budgets,
+        "group_memory_bytes": server.group_memory,
         "device": str(task.federated.device),
         "engine": engine,
     }))
@@ -233,7 +241,7 @@ def run_experiment(config: ExperimentConfig, out_dir: Path | None = None, engine
         return _run_on_flower(config, out_dir, engine)
     check_run_dir(out_dir)
     strategy = strategy_from_config(config)
-    task = prepare_task(config)
+    task = prepare_task(config, strategy_uses_costs=strategy.uses_costs)
     claim_run_dir(out_dir, config.federation.rounds)
     (out_dir / "config.yaml").write_text(config_to_yaml(config))
     return _run_inprocess(config, task, strategy, out_dir, resume=False)
@@ -251,7 +259,7 @@ def resume_experiment(run_dir: Path) -> RunOutcome:
         raise ConfigError(f"{run_dir} was run on Flower; only in-process runs can be resumed")
     config = load_config(path=config_path)
     strategy = strategy_from_config(config)
-    task = prepare_task(config)
+    task = prepare_task(config, strategy_uses_costs=strategy.uses_costs, cost_cache=run_dir / COST_FILE)
     return _run_inprocess(config, task, strategy, run_dir, resume=True)
 
 
@@ -319,8 +327,8 @@ def _run_on_flower(config: ExperimentConfig, out_dir: Path, engine: str) -> RunO
     except ImportError:
         raise ConfigError(f"engine {engine!r} needs Flower: pip install -e '.[flower]'") from None
     check_run_dir(out_dir)
-    strategy_from_config(config)
-    prepare_task(config)  # every config check that needs the data or the model, before anything starts
+    strategy = strategy_from_config(config)
+    prepare_task(config, strategy_uses_costs=strategy.uses_costs)  # every config check that needs the data or the model, before anything starts
     if engine == "flower-sim":
         from fedhello.flower.simulation import run_flower_simulation
 

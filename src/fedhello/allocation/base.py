@@ -1,8 +1,9 @@
 """What an allocation strategy receives and returns.
 
 A strategy decides, each round, which LoRA layers each sampled client trains. It sees
-the round, the clients with their capability group and layer budget, a random stream of
-its own, and (when it asks for it) a function that scores layers on the current global
+the round, the clients with their capability group and layer budget (and, for memory
+budgets, the bytes and the model's cost model that prices a layer set), a random stream
+of its own, and (when it asks for it) a function that scores layers on the current global
 model. It returns a layer set per client; an empty set means the client sits out.
 """
 
@@ -20,21 +21,30 @@ from fedhello.aggregation import ClientUpdate, aggregate
 from fedhello.errors import ConfigError, pydantic_message
 from fedhello.models.layers import LayerMap
 from fedhello.records import FisherRecord
+from fedhello.resources.cost_model import CostModel
 from fedhello.tensor_state import TensorState
 
 
 @dataclass(frozen=True)
 class ClientSlot:
-    """A client sampled this round, with its capability group and layer budget."""
+    """A client sampled this round, with its capability group and layer budget.
+
+    With a memory budget, `memory_bytes` bounds the peak training memory of its layer set
+    (`CostModel.peak_bytes`) and `budget` is the most layers that can fit.
+    """
 
     client_id: int
     group: int
     budget: int
+    memory_bytes: int | None = None
 
 
 @dataclass
 class AllocationContext:
-    """`round` counts from 1; `layer_scores` returns one importance score per layer on the current global model."""
+    """`round` counts from 1; `layer_scores` returns one importance score per layer on the current global model.
+
+    `costs` prices layer sets; it is set whenever a group has a memory budget or the strategy asks for it.
+    """
 
     round: int
     total_rounds: int
@@ -43,6 +53,7 @@ class AllocationContext:
     group_budgets: Sequence[int]
     rng: np.random.Generator
     layer_scores: Callable[[], np.ndarray] | None = None
+    costs: CostModel | None = None
 
 
 @dataclass
@@ -69,11 +80,12 @@ class StrategyState:
 
 @dataclass(frozen=True)
 class ModelLayout:
-    """What a strategy may need to know about the model: its LoRA tensors and head."""
+    """What a strategy may need to know about the model: its LoRA tensors, head and layer-set costs."""
 
     layer_map: LayerMap
     head_names: tuple[str, ...]
     initial_state: TensorState
+    costs: CostModel | None = None
 
 
 class StrategyParams(BaseModel):
@@ -99,6 +111,7 @@ class AllocationStrategy(ABC):
     communicates: ClassVar[bool] = True
     personal_models: ClassVar[bool] = False
     uses_layer_scores: ClassVar[bool] = False  # needs the server's Fisher proxy set
+    uses_costs: ClassVar[bool] = False  # needs the cost model even with layer-count budgets
 
     def __init__(self, params: StrategyParams) -> None:
         self.params = params

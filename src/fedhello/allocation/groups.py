@@ -1,4 +1,9 @@
-"""Capability groups (the RoC): which clients belong to which group, and each group's layer budget."""
+"""Capability groups (the RoC): which clients belong to which group, and each group's budget.
+
+A budget is a layer count, a fraction of L, or a memory size ('350MiB'). A memory budget
+bounds the client's peak training memory (see `fedhello.resources.cost_model`); its layer
+count is the most layers it can buy, the deepest ones, which patterns and RGD weights use.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,44 @@ from collections.abc import Sequence
 import numpy as np
 
 from fedhello.errors import ConfigError
+from fedhello.resources.cost_model import CostModel
+from fedhello.resources.memory_units import format_mib, parse_memory
 
 
-def resolve_budgets(budgets: Sequence[int | float], num_layers: int) -> list[int]:
-    """Integers are layer counts; floats are fractions of L, rounded up (3L/4 of 6 layers -> 5)."""
+def memory_budgets(budgets: Sequence[int | float | str]) -> list[int | None]:
+    """Each group's memory bound in bytes, or None for a layer-count budget."""
+    return [parse_memory(budget) if isinstance(budget, str) else None for budget in budgets]
+
+
+def _layers_bought(budget: str, costs: CostModel | None) -> int:
+    if costs is None:
+        raise ValueError(f"memory budget {budget!r} needs the model's cost model")
+    layers = costs.deepest_first(parse_memory(budget))
+    if not layers:
+        layer, cheapest = costs.cheapest()
+        raise ConfigError(
+            f"config field 'groups.budgets': budget {budget!r} is below the cheapest trainable set, layer {layer} "
+            f"alone with the head, which needs {format_mib(cheapest)} ({cheapest:,} bytes)"
+        )
+    return len(layers)
+
+
+def needs_cost_model(budgets: Sequence[int | float | str]) -> bool:
+    return any(isinstance(budget, str) for budget in budgets)
+
+
+def resolve_budgets(budgets: Sequence[int | float | str], num_layers: int, costs: CostModel | None = None) -> list[int]:
+    """The most layers each group may train.
+
+    Integers are layer counts; floats are fractions of L, rounded up (3L/4 of 6 layers -> 5);
+    memory sizes buy the longest top suffix that fits (`CostModel.deepest_first`).
+    """
     resolved = []
     for budget in budgets:
-        layers = budget if isinstance(budget, int) else math.ceil(budget * num_layers - 1e-9)
+        if isinstance(budget, str):
+            layers = _layers_bought(budget, costs)
+        else:
+            layers = budget if isinstance(budget, int) else math.ceil(budget * num_layers - 1e-9)
         if not 1 <= layers <= num_layers:
             raise ConfigError(
                 f"config field 'groups.budgets': budget {budget} means {layers} layers, the model has {num_layers}"

@@ -44,6 +44,14 @@ def pattern_layers(pattern: str, num_layers: int, budget: int) -> tuple[int, ...
     return tuple(sorted(chosen))
 
 
+def pattern_order(pattern: str, num_layers: int) -> list[int]:
+    """The pattern's layers in the order they join it as the budget grows (ties: lower layer first)."""
+    order: list[int] = []
+    for budget in range(1, num_layers + 1):
+        order += [layer for layer in pattern_layers(pattern, num_layers, budget) if layer not in order]
+    return order
+
+
 def count_profile(pattern: str, num_layers: int, budgets: Sequence[int]) -> np.ndarray:
     """c_l: how many of the given budgets (one per group) include layer l."""
     counts = np.zeros(num_layers, dtype=np.int64)

@@ -1,20 +1,28 @@
 """Pieces that several strategies share (as peft's `tuners_utils`): parameter schemas,
 round schedules given as counts or fractions of the run, the Fisher-refresh schedule,
-Fisher-tier weights and weighted per-client layer sampling.
+Fisher-tier weights, weighted per-client layer sampling, and the budget check.
+
+Memory budgets: a client may train any layer set whose peak training memory
+(`CostModel.peak_bytes`) fits its `memory_bytes`. Weighted sampling then draws layers one
+at a time, renormalised, among those that still fit, until none does (so a client uses
+its budget); deterministic strategies walk their priority order and take every layer
+that still fits. Layer-count budgets keep the exact draws they always had.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 from pydantic import Field, field_validator
 
-from fedhello.allocation.base import AllocationContext, StrategyParams, StrategyState
+from fedhello.allocation.base import AllocationContext, ClientSlot, StrategyParams, StrategyState
 from fedhello.allocation.patterns import PatternName, sample_layers
 from fedhello.allocation.tiers import tier_sampling_weights
 from fedhello.records import FisherRecord
+from fedhello.resources.cost_model import CostModel
 
 RoundSpec = int | float
 
@@ -32,6 +40,12 @@ def rounds_from(value: RoundSpec, total_rounds: int) -> int:
 
 class PatternParams(StrategyParams):
     pattern: PatternName = Field("bottleneck", description="geometric pattern: triangle, inverted_triangle, bottleneck, uniform")
+
+
+class RefreshEveryParams(StrategyParams):
+    every: RoundSpec = Field(1, description="refresh the Fisher weights every N rounds (or a fraction of the run)")
+
+    _every = field_validator("every")(check_round_spec)
 
 
 class TierWeightsParams(StrategyParams):
@@ -73,9 +87,53 @@ def fisher_weights(
     return weights, FisherRecord(context.round, scores.tolist(), tiers.tolist(), weights.tolist())
 
 
+def within_budget(slot: ClientSlot, layers: Sequence[int], costs: CostModel | None) -> bool:
+    """A layer-count budget caps the number of layers; a memory budget caps the set's peak training memory."""
+    if slot.memory_bytes is None:
+        return len(layers) <= slot.budget
+    if costs is None:
+        raise RuntimeError("a memory budget needs the cost model, but the driver provided none")
+    return costs.peak_bytes(layers) <= slot.memory_bytes
+
+
+def fill_in_order(order: Sequence[int], slot: ClientSlot, costs: CostModel | None) -> tuple[int, ...]:
+    """Walk `order` and take every layer that still fits the client's budget."""
+    chosen: list[int] = []
+    for layer in order:
+        if within_budget(slot, [*chosen, layer], costs):
+            chosen.append(layer)
+    return tuple(sorted(chosen))
+
+
+def sample_within_memory(
+    rng: np.random.Generator, weights: np.ndarray, slot: ClientSlot, costs: CostModel | None
+) -> tuple[int, ...]:
+    """Successive weighted draws among the layers that still fit, until none does.
+
+    If no layer with positive weight fits at all, the client trains the deepest layers its budget buys.
+    """
+    chosen: list[int] = []
+    while True:
+        candidates = [
+            layer for layer in range(len(weights))
+            if layer not in chosen and weights[layer] > 0 and within_budget(slot, [*chosen, layer], costs)
+        ]
+        if not candidates:
+            break
+        probabilities = weights[candidates] / weights[candidates].sum()
+        chosen.append(int(rng.choice(candidates, p=probabilities)))
+    if not chosen:
+        return fill_in_order(range(len(weights) - 1, -1, -1), slot, costs)
+    return tuple(sorted(chosen))
+
+
 def sample_allocation(context: AllocationContext, weights: np.ndarray) -> dict[int, tuple[int, ...]]:
     """Each client draws its budget of layers from `weights`, without replacement."""
-    return {client.client_id: sample_layers(context.rng, weights, client.budget) for client in context.clients}
+    return {
+        client.client_id: sample_layers(context.rng, weights, client.budget) if client.memory_bytes is None
+        else sample_within_memory(context.rng, weights, client, context.costs)
+        for client in context.clients
+    }
 
 
 class KeepsFisherWeights:

@@ -19,6 +19,7 @@ from fedhello.data.splits import Split
 from fedhello.federation.messages import ClientReply, TrainInstruction
 from fedhello.models.federated_model import FederatedModel
 from fedhello.records import ClientRecord, EvalResult
+from fedhello.resources.cost_model import trained_state_bytes
 from fedhello.seeding import torch_generator, torch_seed
 from fedhello.tasks.base import EvaluationSettings
 from fedhello.tensor_state import TensorState, leading_block, pad_factor, state_bytes, state_delta
@@ -114,6 +115,7 @@ class Client:
             bytes_down=state_bytes(received),
             bytes_up=state_bytes(deltas),
             activation_bytes=result.activation_bytes,
+            state_bytes=trained_state_bytes(loaded.values()),
         )
         return ClientReply(ClientUpdate(self.client_id, deltas, len(samples)), record)
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from fedhello.allocation.base import Allocation, AllocationContext, AllocationStrategy, ClientSlot, ModelLayout, StrategyState
-from fedhello.allocation.groups import assign_groups, resolve_budgets
+from fedhello.allocation.groups import assign_groups, memory_budgets, resolve_budgets
 from fedhello.config import ExperimentConfig
 from fedhello.federation.messages import ClientReply, TrainInstruction
 from fedhello.records import (
@@ -96,7 +96,8 @@ class Server:
         self.layout = layout
         self.runtime = runtime
         self.num_layers = layout.layer_map.num_layers
-        self.group_budgets = resolve_budgets(config.groups.budgets, self.num_layers)
+        self.group_budgets = resolve_budgets(config.groups.budgets, self.num_layers, layout.costs)
+        self.group_memory = memory_budgets(config.groups.budgets)
         self.client_groups = assign_groups(
             config.federation.num_clients, config.groups.ratio, config.groups.assignment, numpy_rng(config.seed, "groups")
         )
@@ -140,8 +141,8 @@ class Server:
         sampling = numpy_rng(self.config.seed, "sampling", round_number)
         chosen = np.sort(sampling.choice(federation.num_clients, federation.clients_per_round, replace=False))
         slots = [
-            ClientSlot(int(client), int(self.client_groups[client]), self.group_budgets[self.client_groups[client]])
-            for client in chosen
+            ClientSlot(int(client), int(group), self.group_budgets[group], self.group_memory[group])
+            for client, group in zip(chosen, self.client_groups[chosen])
         ]
         allocation = self.strategy.allocate(
             AllocationContext(
@@ -152,6 +153,7 @@ class Server:
                 group_budgets=self.group_budgets,
                 rng=numpy_rng(self.config.seed, "allocation", round_number),
                 layer_scores=lambda: self.runtime.score_layers(self.global_state),
+                costs=self.layout.costs,
             )
         )
         instructions, idle = [], []

@@ -85,7 +85,7 @@ def discover_clients(grid: Grid, num_clients: int, timeout_s: float, connect_tim
 
 def run_flower_server(grid: Grid, config: ExperimentConfig, out_dir: Path) -> None:
     strategy = strategy_from_config(config)
-    task = prepare_task(config)
+    task = prepare_task(config, strategy_uses_costs=strategy.uses_costs)
     out_dir = claim_run_dir(out_dir)
     (out_dir / "config.yaml").write_text(config_to_yaml(config))
     flower = config.flower

@@ -4,6 +4,7 @@ from fedhello.allocation.strategies import (  # noqa: F401
     exclusive,
     fedhello,
     fedra,
+    fisher_per_byte,
     fim,
     flexlora,
     full,

@@ -3,25 +3,21 @@
 from __future__ import annotations
 
 import numpy as np
-from pydantic import Field, field_validator
 
 from fedhello.allocation.base import Allocation, AllocationContext, AllocationStrategy
 from fedhello.allocation.registry import register_strategy
 from fedhello.allocation.strategy_utils import (
     FisherSchedule,
     KeepsFisherWeights,
-    RoundSpec,
+    RefreshEveryParams,
     TierWeightsParams,
-    check_round_spec,
     fisher_weights,
     sample_allocation,
 )
 
 
-class FIMParams(TierWeightsParams):
-    every: RoundSpec = Field(1, description="refresh the Fisher weights every N rounds (or a fraction of the run)")
-
-    _every = field_validator("every")(check_round_spec)
+class FIMParams(TierWeightsParams, RefreshEveryParams):
+    pass
 
 
 @register_strategy
