@@ -80,7 +80,7 @@ class EvalResult(JsonRecord):
 
     @property
     def headline(self) -> str:
-        return headline_metric(self.to_json())
+        return headline_metric(self.metrics())
 
     def metrics(self) -> dict[str, float]:
         """The reported metrics by name, in display order."""

@@ -22,12 +22,10 @@ from fedhello.errors import ConfigError
 from fedhello.models.sources import locate_distribution_file
 
 
-@dataclass(frozen=True)
-class TextClassificationData:
-    name: str
-    train_texts: list[str]
+class LabelledSplits:
+    """Sizes shared by the classification datasets (fields `train_labels`, `test_labels`, `label_names`)."""
+
     train_labels: np.ndarray
-    test_texts: list[str]
     test_labels: np.ndarray
     label_names: tuple[str, ...]
 
@@ -45,7 +43,17 @@ class TextClassificationData:
 
 
 @dataclass(frozen=True)
-class ImageClassificationData:
+class TextClassificationData(LabelledSplits):
+    name: str
+    train_texts: list[str]
+    train_labels: np.ndarray
+    test_texts: list[str]
+    test_labels: np.ndarray
+    label_names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ImageClassificationData(LabelledSplits):
     """Images as uint8 arrays [N, H, W, C] with integer labels."""
 
     name: str
@@ -54,18 +62,6 @@ class ImageClassificationData:
     test_images: np.ndarray
     test_labels: np.ndarray
     label_names: tuple[str, ...]
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.label_names)
-
-    @property
-    def num_train(self) -> int:
-        return len(self.train_labels)
-
-    @property
-    def num_test(self) -> int:
-        return len(self.test_labels)
 
 
 ClassificationData = TextClassificationData | ImageClassificationData

@@ -45,3 +45,9 @@ def load_with_lora(
             "or a hub id with network access"
         ) from None
     return inject_lora(model, config.lora, torch_seed(config.seed, "init", 1)).to(device), preprocessor
+
+
+def ensure_pad_token(tokenizer: Any) -> None:
+    """Decoder tokenizers often have no padding token; borrow end-of-sequence (padding is masked anyway)."""
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 from fedhello.errors import ConfigError
 from fedhello.tasks.base import EvaluationSettings, Task
 
@@ -14,8 +16,6 @@ TASK_MODULES = {
 
 def task_for(kind: str) -> Task:
     """The task of a `model.task` value (modules are imported on demand: each pulls its model classes)."""
-    import importlib
-
     if kind not in TASK_MODULES:
         raise ConfigError(f"config field 'model.task': unknown task {kind!r}; available: {', '.join(TASK_MODULES)}")
     module, class_name = TASK_MODULES[kind]

@@ -23,7 +23,7 @@ from fedhello.data.instruction_encoding import IGNORE_INDEX, InstructionSplit, e
 from fedhello.data.instructions import InstructionData
 from fedhello.data.rouge import rouge_l
 from fedhello.models.federated_model import FederatedModel
-from fedhello.models.loading import load_with_lora
+from fedhello.models.loading import ensure_pad_token, load_with_lora
 from fedhello.precision import autocast_for
 from fedhello.tasks.base import EvaluationSettings, Objective, Task
 
@@ -36,8 +36,7 @@ class CausalLMTask(Task):
     def load_model(self, config: ExperimentConfig, num_classes: int, device: torch.device) -> FederatedModel:
         model, tokenizer = load_with_lora(config, AutoTokenizer.from_pretrained, AutoModelForCausalLM.from_pretrained,
                                           device)
-        if tokenizer.pad_token_id is None:  # padding is masked out of attention and labels anyway
-            tokenizer.pad_token = tokenizer.eos_token
+        ensure_pad_token(tokenizer)
         return FederatedModel.wrap(model, self, (), tokenizer)
 
     def encode(self, federated: FederatedModel, data: InstructionData, split: Literal["train", "test"],

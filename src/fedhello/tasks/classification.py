@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -10,8 +10,10 @@ import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, f1_score
 from torch import nn
 
+from fedhello.config import ExperimentConfig
 from fedhello.data.splits import Split
 from fedhello.models.federated_model import FederatedModel
+from fedhello.models.loading import load_with_lora
 from fedhello.precision import autocast_for
 from fedhello.tasks.base import EvaluationSettings, Objective, Task
 
@@ -33,6 +35,21 @@ class ClassificationTask(Task):
     """A label per sample: cross-entropy, accuracy / macro-F1 / micro-F1, Fisher of log p(y | x)."""
 
     headline_metric = "accuracy"
+    model_class: ClassVar[Any]  # a transformers Auto class with a classification head
+    preprocessor_class: ClassVar[Any]
+    model_options: ClassVar[dict[str, Any]] = {}
+
+    def load_model(self, config: ExperimentConfig, num_classes: int, device: torch.device) -> FederatedModel:
+        def load_model(source: str):
+            return self.model_class.from_pretrained(source, num_labels=num_classes, **self.model_options)
+
+        model, preprocessor = load_with_lora(config, self.preprocessor_class.from_pretrained, load_model, device)
+        self.complete_loading(model, preprocessor)
+        return FederatedModel.wrap(model, self, head_parameter_names(model, train_pooler=config.model.train_pooler),
+                                   preprocessor)
+
+    def complete_loading(self, model: nn.Module, preprocessor: Any) -> None:
+        """Adjust a freshly loaded model and preprocessor to each other (nothing by default)."""
 
     def evaluate(self, federated: FederatedModel, data: Split, indices: np.ndarray,
                  settings: EvaluationSettings) -> dict[str, Any]:
