@@ -42,3 +42,15 @@ def test_fedhello_on_a_vision_transformer_learns(tiny_vit_folder, tmp_path):
 def test_task_must_fit_the_dataset(tiny_vit_folder):
     with pytest.raises(ConfigError, match="model.task"):
         prepare_task(vit_config(tiny_vit_folder, "model.task=sequence_classification"))
+
+
+def test_cosine_classifier_from_the_config_and_clients_skip_the_cost_probe(tiny_vit_folder):
+    from fedhello.tasks.classification import CosineClassifier
+
+    config = vit_config(tiny_vit_folder, "model.classifier=cosine", "model.cosine_scale=12",
+                        "groups.budgets=['1GiB', '1GiB', '1GiB']")
+    server_side = prepare_task(config)
+    head = server_side.federated.model.get_submodule("base_model.model.classifier")
+    assert isinstance(head, CosineClassifier) and head.scale == 12
+    assert server_side.costs is not None
+    assert prepare_task(config, measure_costs=False).costs is None  # a Flower client: only the server prices sets

@@ -39,6 +39,13 @@ class ModelConfig(_Section):
         description="causal_lm: the system message of the chat template (null: the template's default; '' for the "
         "shortest; SmolLM2's default costs 21 tokens per sample, '' costs 5)",
     )
+    classifier: Literal["linear", "cosine"] = Field(
+        "linear",
+        description="classification head: linear (the checkpoint's); cosine: logits = cosine_scale x cos(features, "
+        "class weight), a scale-free head; with training.head=frozen it is a fixed random classifier, so the LoRA "
+        "layers carry all learning and no client can bias it towards its own classes",
+    )
+    cosine_scale: float = Field(16.0, gt=0, le=1000, description="classifier=cosine: the logit scale (inverse temperature)")
     train_pooler: bool = Field(
         True,
         description="train the pooler with the classifier; BERT-style sentence-embedding checkpoints never "

@@ -81,12 +81,13 @@ def _capped(size: int, cap: int | None, rng: np.random.Generator) -> np.ndarray:
 
 
 def prepare_task(config: ExperimentConfig, *, strategy_uses_costs: bool = False,
-                 cost_cache: Path | None = None) -> FederatedTask:
+                 cost_cache: Path | None = None, measure_costs: bool = True) -> FederatedTask:
     """Load data and model, split off the proxy set, partition the rest among clients.
 
     With memory budgets (or a strategy that prices layer sets) it also measures the cost
     model on a real training batch, or reuses `cost_cache` when it was measured for the same
-    model and input shape, and checks every budget against it.
+    model and input shape, and checks every budget against it. A Flower client passes
+    `measure_costs=False`: only the server prices layer sets and checks budgets.
     """
     data = load_dataset(config.data.dataset)
     train_positions = _capped(data.num_train, config.data.max_train_samples, numpy_rng(config.seed, "partition", 1))
@@ -109,7 +110,7 @@ def prepare_task(config: ExperimentConfig, *, strategy_uses_costs: bool = False,
     resolve_budgets([budget for budget in config.groups.budgets if not isinstance(budget, str)], num_layers)
     train = task.encode(federated, data, "train", client_positions, config)
     costs = None
-    if needs_cost_model(config.groups.budgets) or strategy_uses_costs:
+    if measure_costs and (needs_cost_model(config.groups.budgets) or strategy_uses_costs):
         costs = cost_model_for(config, federated, train, cost_cache)
         resolve_budgets(config.groups.budgets, num_layers, costs)
     test = task.encode(federated, data, "test", test_positions, config)

@@ -33,7 +33,7 @@ def client_runtime(context: Context) -> ClientRuntime:
     key = config_key(encoded)
     if key not in _RUNTIMES:
         config = decode_config(encoded)
-        _RUNTIMES[key] = prepare_task(config).client_runtime(config)
+        _RUNTIMES[key] = prepare_task(config, measure_costs=False).client_runtime(config)
     return _RUNTIMES[key]
 
 

@@ -20,6 +20,33 @@ from fedhello.tasks.base import EvaluationSettings, Objective, Task
 HEAD_MODULE_NAMES = ("classifier", "score")
 
 
+class CosineClassifier(nn.Linear):
+    """A linear head that scores the cosine between features and class weights, times a fixed scale.
+
+    Logits stay in [-scale, scale] whatever the feature norm, so a frozen random head of this kind
+    learns as fast as the features can turn towards it (a plain random head of std 0.02 starts with
+    logits near zero); it subclasses nn.Linear so its parameters keep the names and shapes of the head
+    it replaces.
+    """
+
+    def __init__(self, linear: nn.Linear, scale: float) -> None:
+        super().__init__(linear.in_features, linear.out_features, bias=False,
+                         device=linear.weight.device, dtype=linear.weight.dtype)
+        self.weight = linear.weight
+        self.scale = scale
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.scale * F.normalize(features, dim=-1) @ F.normalize(self.weight, dim=-1).T
+
+
+def use_cosine_classifier(model: nn.Module, scale: float) -> None:
+    """Replace every linear task head (classifier/score) of `model` by a CosineClassifier on the same weights."""
+    for name, module in list(model.named_modules()):
+        parent_name, _, leaf = name.rpartition(".")
+        if leaf in HEAD_MODULE_NAMES and isinstance(module, nn.Linear):
+            setattr(model.get_submodule(parent_name), leaf, CosineClassifier(module, scale))
+
+
 def head_parameter_names(model: nn.Module, *, train_pooler: bool) -> tuple[str, ...]:
     """Parameters of the task head (classifier/score) and, optionally, the backbone's pooler."""
     head_modules: list[nn.Module] = []
@@ -41,7 +68,10 @@ class ClassificationTask(Task):
 
     def load_model(self, config: ExperimentConfig, num_classes: int, device: torch.device) -> FederatedModel:
         def load_model(source: str):
-            return self.model_class.from_pretrained(source, num_labels=num_classes, **self.model_options)
+            model = self.model_class.from_pretrained(source, num_labels=num_classes, **self.model_options)
+            if config.model.classifier == "cosine":
+                use_cosine_classifier(model, config.model.cosine_scale)
+            return model
 
         model, preprocessor = load_with_lora(config, self.preprocessor_class.from_pretrained, load_model, device)
         self.complete_loading(model, preprocessor)
