@@ -1,13 +1,17 @@
 """Tables and plots of a comparison grid, computed from the runs' files alone.
 
-Per run: best and final accuracy (and final macro-F1), the first round reaching the
+Per run: best, final and late accuracy (the mean over the evaluations in the last quarter
+of the rounds: a single round's accuracy swings by several points under extreme label
+skew, the late mean much less), final macro-F1, the first round reaching the
 target accuracy, total bytes communicated, total client compute time, peak client
 activation memory and per-layer training counts. Per (method, partition, ratio):
 mean and sample standard deviation (ddof=1) over seeds. With a `reference_method`: each
-method's mean paired difference to it over the seeds both ran (same partition, groups
-and sampling), with a 95% paired-t confidence interval. Per capability group: the
+method's mean paired difference to it (late and final accuracy) over the seeds both ran
+(same partition, groups and sampling), with a 95% paired-t confidence interval. Per capability group: the
 global model's final accuracy on the test samples of the classes that group's clients
-hold, and the group's mean trainable parameters per client-round.
+hold, the group's mean trainable parameters per client-round, and its realised peak training
+memory (activations saved for backward + gradients and AdamW state of the trained tensors;
+the quantity a memory budget bounds).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from fedhello.checkpoint import is_complete
 from fedhello.outputs.run_writer import read_jsonl
 from fedhello.outputs.summary import format_table
 
-SUMMARY_METRICS = ("best_accuracy", "final_accuracy", "final_macro_f1", "total_bytes", "client_time_s", "peak_activation_mib")
+SUMMARY_METRICS = ("best_accuracy", "final_accuracy", "late_accuracy", "final_macro_f1", "total_bytes", "client_time_s", "peak_activation_mib")
 
 
 @dataclass
@@ -39,6 +43,7 @@ class RunMetrics:
     seed: int
     best_accuracy: float
     final_accuracy: float
+    late_accuracy: float
     final_macro_f1: float
     rounds_to_target: int | None
     total_bytes: int
@@ -50,6 +55,7 @@ class RunMetrics:
     layer_counts: list[int]
     group_accuracy: list[float | None]
     group_trainable_params: list[float | None]
+    group_peak_mib: list[float | None]
 
     @property
     def group(self) -> tuple[str, str, str | None]:
@@ -71,6 +77,7 @@ def run_metrics(run_dir: Path, target_accuracy: float | None) -> RunMetrics:
         seed=cell["seed"],
         best_accuracy=max(accuracies),
         final_accuracy=accuracies[-1],
+        late_accuracy=late_mean(evaluated),
         final_macro_f1=evaluated[-1]["eval"]["macro_f1"],
         rounds_to_target=reached[0] if reached else None,
         total_bytes=int(cumulative[-1]),
@@ -82,7 +89,18 @@ def run_metrics(run_dir: Path, target_accuracy: float | None) -> RunMetrics:
         layer_counts=np.sum([r["layer_counts"] for r in rounds], axis=0).astype(int).tolist(),
         group_accuracy=group_accuracies(run_dir, evaluated[-1]["eval"]),
         group_trainable_params=group_trainable_params(clients, run_dir),
+        group_peak_mib=group_peak_mib(clients, run_dir),
     )
+
+
+LATE_FRACTION = 0.25
+
+
+def late_mean(evaluated: list[dict]) -> float:
+    """Mean accuracy of the evaluations after the first (1 - LATE_FRACTION) of the rounds (the final one included)."""
+    last_round = evaluated[-1]["round"]
+    late = [r["eval"]["accuracy"] for r in evaluated if r["round"] > (1 - LATE_FRACTION) * last_round]
+    return float(np.mean(late))
 
 
 def _partition_rows(run_dir: Path) -> list[dict]:
@@ -114,15 +132,25 @@ def group_accuracies(run_dir: Path, final_eval: dict) -> list[float | None]:
     return result
 
 
-def group_trainable_params(clients: list[dict], run_dir: Path) -> list[float | None]:
-    """Mean trainable parameters per trained client-round, by capability group."""
+def _per_group(clients: list[dict], run_dir: Path, value, reduce) -> list[float | None]:
+    """`reduce` of `value(client record)` over each capability group's trained client-rounds."""
     rows = _partition_rows(run_dir)
     num_groups = max([int(row["group"]) for row in rows] + [c["group"] for c in clients]) + 1
     result: list[float | None] = []
     for group in range(num_groups):
-        trained = [c["trainable_params"] for c in clients if c["group"] == group and c.get("local_steps", 0) > 0]
-        result.append(float(np.mean(trained)) if trained else None)
+        trained = [value(c) for c in clients if c["group"] == group and c.get("local_steps", 0) > 0]
+        result.append(float(reduce(trained)) if trained else None)
     return result
+
+
+def group_trainable_params(clients: list[dict], run_dir: Path) -> list[float | None]:
+    """Mean trainable parameters per trained client-round, by capability group."""
+    return _per_group(clients, run_dir, lambda c: c["trainable_params"], np.mean)
+
+
+def group_peak_mib(clients: list[dict], run_dir: Path) -> list[float | None]:
+    """Largest realised training memory (activations + gradient/AdamW state) of a trained client-round, by group."""
+    return _per_group(clients, run_dir, lambda c: (c["activation_bytes"] + c.get("state_bytes", 0)) / 2**20, max)
 
 
 def paired_t_interval(differences: list[float], confidence: float = 0.95) -> dict:
@@ -181,7 +209,8 @@ def group_table(runs: list[RunMetrics]) -> str:
     for run in runs:
         members[run.group].append(run)
     headers = ["method", "partition", "ratio", *[f"group {g} acc %" for g in range(num_groups)],
-               *[f"group {g} trainable params" for g in range(num_groups)]]
+               *[f"group {g} trainable params" for g in range(num_groups)],
+               *[f"group {g} peak MiB" for g in range(num_groups)]]
     body = []
     for (method, partition, ratio), group_runs in members.items():
         cells = []
@@ -192,6 +221,9 @@ def group_table(runs: list[RunMetrics]) -> str:
             values = [r.group_trainable_params[g] for r in group_runs
                       if g < len(r.group_trainable_params) and r.group_trainable_params[g] is not None]
             cells.append("—" if not values else f"{np.mean(values):,.0f}")
+        for g in range(num_groups):
+            values = [r.group_peak_mib[g] for r in group_runs if g < len(r.group_peak_mib) and r.group_peak_mib[g] is not None]
+            cells.append("—" if not values else f"{max(values):,.1f}")
         body.append([method, partition, ratio or "", *cells])
     return format_table(headers, body)
 
@@ -236,6 +268,7 @@ def _pm(row: dict, metric: str, scale: float = 1.0, digits: int = 2) -> str:
 def markdown_table(rows: list[dict], target_accuracy: float | None) -> str:
     show_ratio = any(row["ratio"] for row in rows)
     headers = ["method", "partition", *(["ratio"] if show_ratio else []), "seeds", "best acc %", "final acc %",
+               "late acc %",
                "final macro-F1 %", f"rounds to {target_accuracy:.0%}" if target_accuracy else "rounds to target",
                "MB communicated", "client compute s", "peak activation MiB"]
     body = []
@@ -243,7 +276,8 @@ def markdown_table(rows: list[dict], target_accuracy: float | None) -> str:
         rounds = "—" if row["rounds_to_target_mean"] is None else f"{row['rounds_to_target_mean']:.1f}"
         body.append([
             row["method"], row["partition"], *([row["ratio"]] if show_ratio else []), row["seeds"],
-            _pm(row, "best_accuracy", 100, 1), _pm(row, "final_accuracy", 100, 1), _pm(row, "final_macro_f1", 100, 1),
+            _pm(row, "best_accuracy", 100, 1), _pm(row, "final_accuracy", 100, 1), _pm(row, "late_accuracy", 100, 1),
+            _pm(row, "final_macro_f1", 100, 1),
             f"{rounds} ({row['target_reached']})", _pm(row, "total_bytes", 1e-6, 1), _pm(row, "client_time_s", 1, 0),
             f"{row['peak_activation_mib_mean']:.0f}",
         ])
@@ -351,25 +385,32 @@ def write_report(grid_dir: Path, target_accuracy: float | None = None) -> str:
     plot_accuracy(runs, grid_dir / "accuracy_vs_bytes.png", "bytes")
     plot_layer_counts(runs, grid_dir / "layer_counts.png")
     reference = saved.get("reference_method")
-    paired = paired_differences(runs, reference) if reference else []
     sections = ""
-    if paired:
-        write_csv(paired, grid_dir / "paired.csv")
-        sections += (
-            f"## Paired differences to `{reference}` (final accuracy)\n\nMean over the seeds both methods ran of "
-            f"(method − {reference}), in accuracy points, with a 95% paired-t confidence interval; `*` marks an "
-            f"interval that excludes zero.\n\n{paired_table(paired)}\n\n"
-        )
+    if reference:
+        paired = {metric: paired_differences(runs, reference, metric) for metric in ("late_accuracy", "final_accuracy")}
+        if paired["late_accuracy"]:
+            write_csv(paired["late_accuracy"] + paired["final_accuracy"], grid_dir / "paired.csv")
+            sections += (
+                f"## Paired differences to `{reference}`\n\nMean over the seeds both methods ran of "
+                f"(method − {reference}), in accuracy points, with a 95% paired-t confidence interval; `*` marks an "
+                "interval that excludes zero. Late accuracy (the mean over the evaluations in the last quarter of the "
+                "rounds) is the less noisy endpoint; final accuracy is the last evaluation alone.\n\n"
+                f"Late accuracy:\n\n{paired_table(paired['late_accuracy'])}\n\n"
+                f"Final accuracy:\n\n{paired_table(paired['final_accuracy'])}\n\n"
+            )
     groups = group_table(runs)
     if groups:
         sections += (
             "## Per capability group\n\nFinal accuracy of the global model on the test samples of the classes held "
-            "by each group's clients (mean ± std over seeds), and each group's mean trainable parameters per "
-            f"client-round (LoRA, plus the head when it is trained).\n\n{groups}\n\n"
+            "by each group's clients (mean ± std over seeds), each group's mean trainable parameters per "
+            "client-round (LoRA, plus the head when it is trained), and its realised peak training memory over all "
+            "seeds (activations saved for backward + gradients and AdamW state of the trained tensors, what a "
+            f"memory budget bounds).\n\n{groups}\n\n"
         )
     (grid_dir / "comparison.md").write_text(
         f"# Comparison: {grid_dir.name}\n\nMean ± sample std over seeds; accuracy is the last evaluation "
-        f"(final) or the best evaluation over rounds (best).\n\n{table}\n\n{sections}"
+        "(final), the best evaluation over rounds (best), or the mean over the evaluations in the last quarter of "
+        f"the rounds (late).\n\n{table}\n\n{sections}"
         "![accuracy vs round](accuracy_vs_round.png)\n\n![accuracy vs bytes](accuracy_vs_bytes.png)\n\n"
         "![per-layer training counts](layer_counts.png)\n"
     )
