@@ -11,6 +11,7 @@ import shutil
 
 import numpy as np
 import pytest
+import yaml
 
 import fedhello.runner
 from fedhello.cli import main
@@ -239,3 +240,26 @@ def test_late_accuracy_averages_the_last_quarter_of_the_rounds():
     evaluated = [{"round": r, "eval": {"accuracy": a}} for r, a in [(2, 0.1), (10, 0.3), (30, 0.5), (32, 0.6), (40, 0.7)]]
     assert late_mean(evaluated) == pytest.approx((0.6 + 0.7) / 2)  # rounds after 30 of 40
     assert late_mean(evaluated[:1]) == pytest.approx(0.1)  # a single evaluation is its own late mean
+
+
+def test_worker_processes_give_the_same_cells_as_one_process(tmp_path, tiny_vit_folder):
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump({
+        "name": "tiny-grid",
+        "base": {
+            "model": {"name": str(tiny_vit_folder), "task": "image_classification"},
+            "data": {"dataset": "digits", "max_test_samples": 100},
+            "federation": {"num_clients": 6, "clients_per_round": 3, "rounds": 2},
+            "partition": {"scheme": "iid"}, "fisher": {"proxy_size": 16}, "training": {"max_local_steps": 2},
+            "evaluation": {"every": 1, "subset_size": None}, "output": {"tensorboard": False},
+        },
+        "methods": ["fedra", "hetlora"],
+        "seeds": [0, 1],
+    }))
+    comparison = load_comparison(None, tmp_path / "grid.yaml", [])
+    serial = run_comparison(comparison, tmp_path / "serial", progress=False)
+    parallel = run_comparison(comparison, tmp_path / "parallel", progress=False, workers=2)
+    assert [d.name for d in parallel] == [d.name for d in serial] and len(serial) == 4
+    for one, other in zip(serial, parallel):
+        evaluations = [[r["eval"]["accuracy"], r["eval"]["loss"]] for r in read_jsonl(one / "metrics.jsonl")]
+        assert evaluations == [[r["eval"]["accuracy"], r["eval"]["loss"]] for r in read_jsonl(other / "metrics.jsonl")]
+        assert (other / "summary.md").exists()

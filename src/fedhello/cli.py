@@ -59,7 +59,7 @@ def _compare(args: argparse.Namespace) -> int:
 
     comparison = load_comparison(args.preset, args.config, args.set)
     out = args.out or Path("runs") / f"compare-{comparison.name}"
-    run_comparison(comparison, out, progress=not args.quiet)
+    run_comparison(comparison, out, progress=not args.quiet, workers=args.workers)
     print()
     print(write_report(out, comparison.target_accuracy))
     print(f"\ncomparison directory: {out}  (comparison.md, comparison.csv, runs.csv, plots, runs/)")
@@ -195,6 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="override a comparison field, e.g. --set seeds=[0] --set base.federation.rounds=4")
     compare.add_argument("--out", type=Path, help="comparison directory (default: runs/compare-<name>); reruns skip finished cells")
     compare.add_argument("--quiet", action="store_true", help="no per-round progress bars")
+    compare.add_argument("--workers", type=_positive_int, default=1,
+                         help="cells run in this many processes, one torch thread each (e.g. the number of cores); "
+                         "same numbers as one process")
     compare.set_defaults(handler=_compare)
 
     report = commands.add_parser("report", help="regenerate tables and plots of a run or comparison from its files")

@@ -5,12 +5,19 @@ Each cell (method, partition, capability ratio, seed) is one ordinary run in
 (`status.json`) is skipped; an interrupted one is resumed from its last checkpoint
 (or started again if it never wrote one). A cell whose stored `config.yaml` differs
 from the grid's is refused: its results would be reported under the wrong label.
+
+With `workers` > 1 the cells run in that many processes, one torch thread each: on a
+small CPU, independent single-threaded runs use the cores better than one run with
+several threads (a small model's operators do not parallelise well), and every cell's
+numbers are the same either way.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import shutil
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -180,10 +187,38 @@ def check_stored_config(run_dir: Path, config: ExperimentConfig, cell: Cell) -> 
         )
 
 
-def run_comparison(comparison: ComparisonConfig, out_dir: Path, progress: bool = True) -> list[Path]:
-    """Run every incomplete cell; return all cell run directories (in grid order)."""
+def _run_cell(config: ExperimentConfig, run_dir: Path, resume: bool) -> None:
     from fedhello.runner import resume_experiment, run_experiment
 
+    if resume:
+        resume_experiment(run_dir)
+    else:
+        run_experiment(config, run_dir)
+
+
+def _one_torch_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _run_in_workers(jobs: list[tuple[str, ExperimentConfig, Path, bool]], workers: int) -> None:
+    """Run the cells in `workers` processes; the first failure cancels the cells not yet started."""
+    context = multiprocessing.get_context("spawn")  # no forked torch state
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_torch_thread) as pool:
+        futures = {pool.submit(_run_cell, config, run_dir, resume): label for label, config, run_dir, resume in jobs}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            for future in done:
+                if future.exception() is not None:
+                    pool.shutdown(cancel_futures=True)
+                    raise future.exception()
+                print(f"{futures[future]}: done", flush=True)
+
+
+def run_comparison(comparison: ComparisonConfig, out_dir: Path, progress: bool = True, workers: int = 1) -> list[Path]:
+    """Run every incomplete cell (in `workers` processes); return all cell run directories (in grid order)."""
     grid = cells(comparison)
     configs = [cell_config(comparison, cell) for cell in grid]  # reject bad cells before running any
     unsupported = {config.model.task for config in configs if task_for(config.model.task).headline_metric != "accuracy"}
@@ -195,23 +230,28 @@ def run_comparison(comparison: ComparisonConfig, out_dir: Path, progress: bool =
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "comparison.yaml").write_text(yaml.safe_dump(comparison.model_dump(mode="json"), sort_keys=False))
     for cell, config in zip(grid, configs):
-        config.output.progress = progress
+        config.output.progress = progress and workers == 1  # bars of parallel cells would interleave
         check_stored_config(out_dir / "runs" / cell.cell_id, config, cell)
-    run_dirs = []
+    run_dirs, jobs = [], []
     for index, (cell, config) in enumerate(zip(grid, configs), start=1):
         run_dir = out_dir / "runs" / cell.cell_id
         run_dirs.append(run_dir)
+        label = f"[{index}/{len(grid)}] {cell.cell_id}"
         if is_complete(run_dir):
-            print(f"[{index}/{len(grid)}] {cell.cell_id}: complete, skipped", flush=True)
+            print(f"{label}: complete, skipped", flush=True)
             continue
-        if (run_dir / "checkpoint" / "state.json").exists():
-            print(f"[{index}/{len(grid)}] {cell.cell_id}: resuming", flush=True)
-            resume_experiment(run_dir)
-            continue
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
-        print(f"[{index}/{len(grid)}] {cell.cell_id}", flush=True)
-        run_dir.mkdir(parents=True)
-        (run_dir / "cell.json").write_text(json.dumps(cell.as_dict()))
-        run_experiment(config, run_dir)
+        resume = (run_dir / "checkpoint" / "state.json").exists()
+        if not resume:
+            if run_dir.exists():
+                shutil.rmtree(run_dir)
+            run_dir.mkdir(parents=True)
+            (run_dir / "cell.json").write_text(json.dumps(cell.as_dict()))
+        if workers == 1:
+            print(f"{label}{': resuming' if resume else ''}", flush=True)
+            _run_cell(config, run_dir, resume)
+        else:
+            jobs.append((label, config, run_dir, resume))
+    if jobs:
+        print(f"{len(jobs)} cells in {workers} worker processes (one torch thread each)", flush=True)
+        _run_in_workers(jobs, workers)
     return run_dirs
