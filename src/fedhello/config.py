@@ -163,7 +163,11 @@ class FisherConfig(_Section):
 
 class EvaluationConfig(_Section):
     every: int = Field(5, ge=1, description="evaluate every N rounds (and after the last round)")
-    subset_size: int | None = Field(500, ge=1, description="fixed test subset used during training (null: whole test set)")
+    subset_size: int | None = Field(
+        300, ge=1,
+        description="fixed test subset used during training, for the learning curve (null: whole test set); the "
+        "final accuracy comes from final_size",
+    )
     final_size: int | None = Field(
         3000, ge=1,
         description="test samples evaluated after the last round: a seeded random subset (standard error about "
