@@ -196,9 +196,9 @@ def progress_reporter(config: ExperimentConfig) -> tuple[tqdm, Callable[[RoundRe
         if record.eval is not None:
             metrics = record.eval.metrics()
             shown[METRIC_LABELS[record.eval.headline]] = f"{metrics[record.eval.headline]:.3f}"
-            loss = record.train_loss if record.train_loss is not None else float("nan")
+            loss = "no client trained" if record.train_loss is None else f"train loss {record.train_loss:.4f}"
             shown_metrics = "  ".join(f"{METRIC_LABELS[name]} {value:.4f}" for name, value in metrics.items())
-            progress.write(f"round {record.round:>4}  train loss {loss:.4f}  {record.eval.split} {shown_metrics}")
+            progress.write(f"round {record.round:>4}  {loss}  {record.eval.split} {shown_metrics}")
         progress.set_postfix(shown)
         progress.update(1)
 

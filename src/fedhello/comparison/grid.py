@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import shutil
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -209,7 +209,7 @@ def _run_in_workers(jobs: list[tuple[str, ExperimentConfig, Path, bool]], worker
         futures = {pool.submit(_run_cell, config, run_dir, resume): label for label, config, run_dir, resume in jobs}
         pending = set(futures)
         while pending:
-            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 if future.exception() is not None:
                     pool.shutdown(cancel_futures=True)
