@@ -169,9 +169,9 @@ class EvaluationConfig(_Section):
         "final accuracy comes from final_size",
     )
     final_size: int | None = Field(
-        3000, ge=1,
+        2000, ge=1,
         description="test samples evaluated after the last round: a seeded random subset (standard error about "
-        "0.9 points at 60% accuracy for 3,000), or null for the whole test set",
+        "1.1 points at 60% accuracy for 2,000), or null for the whole test set",
     )
     batch_size: int = Field(64, ge=1, description="evaluation batch size")
     generate_samples: int = Field(
