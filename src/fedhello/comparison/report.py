@@ -200,30 +200,34 @@ def paired_table(rows: list[dict]) -> str:
     return format_table(headers, body)
 
 
+def _seed_values(runs: list[RunMetrics], per_group: str, group: int) -> list[float]:
+    """One group's entry of the per-group list `per_group` of every run that has it."""
+    values = (getattr(run, per_group) for run in runs)
+    return [value[group] for value in values if group < len(value) and value[group] is not None]
+
+
 def group_table(runs: list[RunMetrics]) -> str:
-    """Per method: final accuracy on each capability group's classes and its trainable parameters per client."""
+    """Per method: each capability group's accuracy on its classes, trainable parameters and realised peak memory."""
     num_groups = max((len(run.group_accuracy) for run in runs), default=0)
     if num_groups == 0:
         return ""
     members: dict[tuple, list[RunMetrics]] = defaultdict(list)
     for run in runs:
         members[run.group].append(run)
-    headers = ["method", "partition", "ratio", *[f"group {g} acc %" for g in range(num_groups)],
-               *[f"group {g} trainable params" for g in range(num_groups)],
-               *[f"group {g} peak MiB" for g in range(num_groups)]]
+    columns = (  # (per-group field, header, summary over seeds)
+        ("group_accuracy", "acc %", lambda v: "{:.1f} ± {:.1f}".format(*(100 * x for x in mean_std(v)))),
+        ("group_trainable_params", "trainable params", lambda v: f"{np.mean(v):,.0f}"),
+        ("group_peak_mib", "peak MiB", lambda v: f"{max(v):,.1f}"),
+    )
+    headers = ["method", "partition", "ratio",
+               *[f"group {g} {header}" for _, header, _ in columns for g in range(num_groups)]]
     body = []
     for (method, partition, ratio), group_runs in members.items():
         cells = []
-        for g in range(num_groups):
-            values = [r.group_accuracy[g] for r in group_runs if g < len(r.group_accuracy) and r.group_accuracy[g] is not None]
-            cells.append("—" if not values else "{:.1f} ± {:.1f}".format(*(100 * v for v in mean_std(values))))
-        for g in range(num_groups):
-            values = [r.group_trainable_params[g] for r in group_runs
-                      if g < len(r.group_trainable_params) and r.group_trainable_params[g] is not None]
-            cells.append("—" if not values else f"{np.mean(values):,.0f}")
-        for g in range(num_groups):
-            values = [r.group_peak_mib[g] for r in group_runs if g < len(r.group_peak_mib) and r.group_peak_mib[g] is not None]
-            cells.append("—" if not values else f"{max(values):,.1f}")
+        for field, _, summary in columns:
+            for g in range(num_groups):
+                values = _seed_values(group_runs, field, g)
+                cells.append(summary(values) if values else "—")
         body.append([method, partition, ratio or "", *cells])
     return format_table(headers, body)
 

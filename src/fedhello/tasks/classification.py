@@ -30,8 +30,7 @@ class CosineClassifier(nn.Linear):
     """
 
     def __init__(self, linear: nn.Linear, scale: float) -> None:
-        super().__init__(linear.in_features, linear.out_features, bias=False,
-                         device=linear.weight.device, dtype=linear.weight.dtype)
+        super().__init__(linear.in_features, linear.out_features, bias=False, device="meta")  # no throwaway weight
         self.weight = linear.weight
         self.scale = scale
 
