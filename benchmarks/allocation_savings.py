@@ -35,9 +35,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import torch
-
 import numpy as np
+import torch
 from transformers import LlamaConfig, LlamaForSequenceClassification
 
 from benchlib import NUM_LABELS, format_table, load_minilm, machine_description, median, random_batch
@@ -81,20 +80,24 @@ def build_setups(federated: FederatedModel, k: int) -> list[Setup]:
     def plain(parameters: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
         return torch.optim.AdamW(parameters, lr=LR)
 
-    allocated = {id(p) for name, p in federated.model.named_parameters() if name in set(layer_map.names_for(top) + head)}
+    allocated = {
+        id(p) for name, p in federated.model.named_parameters() if name in set(layer_map.names_for(top) + head)
+    }
 
     def lr_zero(parameters: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
         live = [p for p in parameters if id(p) in allocated]
         frozen = [p for p in parameters if id(p) not in allocated]
         return torch.optim.AdamW([{"params": live, "lr": LR}, {"params": frozen, "lr": 0.0}], lr=LR)
 
-    span = lambda layers: f"{layers[0]}..{layers[-1]}" if len(layers) > 1 else str(layers[0])  # noqa: E731
+    span = lambda layers: f"{layers[0]}..{layers[-1]}" if len(layers) > 1 else str(layers[0])
     return [
         Setup(f"full (layers 0..{num_layers - 1})", all_layers, all_lora + head, plain),
         Setup(f"ours: top {k} (layers {span(top)})", top, layer_map.names_for(top) + head, plain),
         Setup(f"reference lr=0: top {k} (layers {span(top)})", top, all_lora + head, lr_zero),
         Setup(f"ours: bottom {k} (layers {span(bottom)})", bottom, layer_map.names_for(bottom) + head, plain),
-        Setup(f"top {k}, no dropout below layer {top[0]}", top, layer_map.names_for(top) + head, plain, eval_below=top[0]),
+        Setup(
+            f"top {k}, no dropout below layer {top[0]}", top, layer_map.names_for(top) + head, plain, eval_below=top[0]
+        ),
     ]
 
 
@@ -119,7 +122,9 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def train_step(federated: FederatedModel, setup: Setup, batch: dict[str, torch.Tensor], meter: SavedActivationMeter | None) -> float:
+def train_step(
+    federated: FederatedModel, setup: Setup, batch: dict[str, torch.Tensor], meter: SavedActivationMeter | None
+) -> float:
     """One forward + backward + optimiser step; returns its wall time in seconds."""
     device = federated.device
     synchronize(device)
@@ -168,8 +173,11 @@ def build_decoder(device: torch.device) -> FederatedModel:
     torch.manual_seed(0)
     model = LlamaForSequenceClassification(shape)
     lora_model = inject_lora(model, config.lora, 0).to(device)
-    return FederatedModel.wrap(lora_model, SequenceClassificationTask(),
-                               head_parameter_names(lora_model, train_pooler=config.model.train_pooler))
+    return FederatedModel.wrap(
+        lora_model,
+        SequenceClassificationTask(),
+        head_parameter_names(lora_model, train_pooler=config.model.train_pooler),
+    )
 
 
 def measure(federated: FederatedModel, setups: list[Setup], batch: dict[str, torch.Tensor], args) -> None:
@@ -227,7 +235,13 @@ def group_table(federated: FederatedModel, grid: dict[int, Setup], full: Setup, 
                 time_ratio, memory_ratio = costs.mean(0)
                 ratios[(mode, pattern, budget)] = (time_ratio, memory_ratio)
                 rows.append(
-                    [f"{mode}-{pattern}", f"{group} (k={budget})", f"{np.mean(lowest_layers):.1f}", f"{time_ratio:.2f}", f"{memory_ratio:.2f}"]
+                    [
+                        f"{mode}-{pattern}",
+                        f"{group} (k={budget})",
+                        f"{np.mean(lowest_layers):.1f}",
+                        f"{time_ratio:.2f}",
+                        f"{memory_ratio:.2f}",
+                    ]
                 )
     headers = ["pattern", "group", "mean lowest layer", "step time x full", "activation x full"]
     return format_table(headers, rows), ratios
@@ -245,8 +259,15 @@ def run_model(kind: str, args, device: torch.device) -> None:
     setups = build_setups(federated, k)
     grid_step = args.grid or max(1, num_layers // 10)
     grid_points = sorted(set(range(0, num_layers, grid_step)) | {num_layers - 1, num_layers - k})
-    grid = {lowest: setup for lowest, setup in suffix_setups(federated, grid_points).items() if lowest not in (0, num_layers - k)}
-    batch = {key: value.to(device) for key, value in random_batch(federated.model.config.vocab_size, batch_size, length).items()}
+    grid = {
+        lowest: setup
+        for lowest, setup in suffix_setups(federated, grid_points).items()
+        if lowest not in (0, num_layers - k)
+    }
+    batch = {
+        key: value.to(device)
+        for key, value in random_batch(federated.model.config.vocab_size, batch_size, length).items()
+    }
     measure(federated, setups + list(grid.values()), batch, args)
     full, top, reference, bottom, no_dropout = setups
     grid[0], grid[num_layers - k] = full, top
@@ -265,7 +286,9 @@ def run_model(kind: str, args, device: torch.device) -> None:
     parameters = federated.parameters_by_name()
     for setup in setups:
         ms = 1000 * median(setup.times_s)
-        updated = sum(parameters[n].numel() for n in federated.layer_map.names_for(setup.layers) + list(federated.head_names))
+        updated = sum(
+            parameters[n].numel() for n in federated.layer_map.names_for(setup.layers) + list(federated.head_names)
+        )
         row = [
             setup.name,
             f"{updated:,}",
@@ -275,7 +298,10 @@ def run_model(kind: str, args, device: torch.device) -> None:
             f"{setup.activation_bytes / full.activation_bytes:.2f}",
         ]
         if device.type == "cuda":
-            row += [f"{setup.cuda_step_peak_bytes / 2**20:.1f}", f"{setup.cuda_step_peak_bytes / full.cuda_step_peak_bytes:.2f}"]
+            row += [
+                f"{setup.cuda_step_peak_bytes / 2**20:.1f}",
+                f"{setup.cuda_step_peak_bytes / full.cuda_step_peak_bytes:.2f}",
+            ]
         rows.append(row)
     print(format_table(headers, rows))
     print(
@@ -283,10 +309,12 @@ def run_model(kind: str, args, device: torch.device) -> None:
         "the reference row also computes gradients for every other LoRA tensor."
     )
     table, _ = group_table(federated, grid, full)
-    print(f"per capability group (budgets {resolve_budgets(GROUP_BUDGETS, num_layers)} layers), mean over the group's layer sets "
-          f"(RGD: {RGD_DRAWS} draws), read off lowest-layer grid {sorted(grid)}:")
+    print(
+        f"per capability group (budgets {resolve_budgets(GROUP_BUDGETS, num_layers)} layers), mean over the group's layer sets "
+        f"(RGD: {RGD_DRAWS} draws), read off lowest-layer grid {sorted(grid)}:"
+    )
     print(table)
-    ratio = lambda setup: median(setup.times_s) / median(full.times_s)  # noqa: E731
+    ratio = lambda setup: median(setup.times_s) / median(full.times_s)
     print(f"RATIO {kind}_top_half_time {ratio(top):.2f}")
     print(f"RATIO {kind}_top_half_activation {top.activation_bytes / full.activation_bytes:.2f}")
     print(f"RATIO {kind}_lr0_time {ratio(reference):.2f}")
@@ -302,9 +330,13 @@ def main() -> None:
     parser.add_argument("--decoder-batch-size", type=int, default=4)
     parser.add_argument("--decoder-length", type=int, default=32, help="tokens per example for the decoder")
     parser.add_argument("--steps", type=int, default=4, help="timed steps per setup and repeat")
-    parser.add_argument("--repeats", type=int, default=2, help="timed steps per setup = repeats x steps, one step per setup in turn")
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="timed steps per setup = repeats x steps, one step per setup in turn"
+    )
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per setup first")
-    parser.add_argument("--layers-trained", type=int, default=None, help="k, the layers a partial client trains (default L/2)")
+    parser.add_argument(
+        "--layers-trained", type=int, default=None, help="k, the layers a partial client trains (default L/2)"
+    )
     parser.add_argument("--grid", type=int, default=None, help="lowest-layer grid step (default L/10, at least 1)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -312,7 +344,13 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else "cpu" if args.device == "auto" else args.device)
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else "cpu"
+        if args.device == "auto"
+        else args.device
+    )
     print("# Allocation-aware training: step time and activation memory against full training")
     print(machine_description())
     for kind in args.model:

@@ -58,7 +58,9 @@ def load_minilm(device: torch.device | str = "cpu") -> FederatedModel:
     return task_for(config.model.task).load_model(config, NUM_LABELS, torch.device(device))
 
 
-def random_batch(vocab_size: int, batch_size: int, length: int, seed: int = 0, num_labels: int = NUM_LABELS) -> dict[str, torch.Tensor]:
+def random_batch(
+    vocab_size: int, batch_size: int, length: int, seed: int = 0, num_labels: int = NUM_LABELS
+) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     return {
         "input_ids": torch.randint(min(1000, vocab_size // 2), vocab_size, (batch_size, length), generator=generator),

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import add_common_arguments, apply_common_arguments, machine_description  # noqa: E402
+from benchlib import add_common_arguments, apply_common_arguments, machine_description
 
 
 def one_run(num_clients: int, rounds: int) -> dict:
@@ -29,11 +29,20 @@ def one_run(num_clients: int, rounds: int) -> dict:
     from fedhello.federation.inprocess import build_inprocess_engine
     from fedhello.preparation import prepare_task
 
-    config = load_config(overrides=[
-        "allocation.strategy=rgd", "fisher.proxy_size=0", "partition.scheme=iid",
-        f"federation.num_clients={num_clients}", "federation.clients_per_round=5", f"federation.rounds={rounds}",
-        "evaluation.every=1000", "data.max_test_samples=32", "output.progress=false", "output.tensorboard=false",
-    ])
+    config = load_config(
+        overrides=[
+            "allocation.strategy=rgd",
+            "fisher.proxy_size=0",
+            "partition.scheme=iid",
+            f"federation.num_clients={num_clients}",
+            "federation.clients_per_round=5",
+            f"federation.rounds={rounds}",
+            "evaluation.every=1000",
+            "data.max_test_samples=32",
+            "output.progress=false",
+            "output.tensorboard=false",
+        ]
+    )
     engine = build_inprocess_engine(config, prepare_task(config), strategy_from_config(config))
     times = [engine.run_round().record for _ in range(rounds)]
     steps = sum(record.local_steps for record in engine.log.clients)
@@ -67,9 +76,13 @@ def main() -> None:
     print("| clients | s / round (5 clients train) | ms / local step (round time / steps) | peak RSS MiB |")
     print("| ---: | ---: | ---: | ---: |")
     for result in results:
-        print(f"| {result['clients']} | {result['round_s']:.1f} | {result['step_ms']:.0f} | {result['peak_rss_mib']:.0f} |")
+        print(
+            f"| {result['clients']} | {result['round_s']:.1f} | {result['step_ms']:.0f} | {result['peak_rss_mib']:.0f} |"
+        )
     first, last = results[0], results[-1]
-    print(f"RATIO rss_{last['clients']}_vs_{first['clients']}_clients {last['peak_rss_mib'] / first['peak_rss_mib']:.3f}")
+    print(
+        f"RATIO rss_{last['clients']}_vs_{first['clients']}_clients {last['peak_rss_mib'] / first['peak_rss_mib']:.3f}"
+    )
     print(f"RATIO step_time_{last['clients']}_vs_{first['clients']}_clients {last['step_ms'] / first['step_ms']:.3f}")
 
 

@@ -23,7 +23,17 @@ import time
 import numpy as np
 import torch
 
-from benchlib import add_common_arguments, apply_common_arguments, format_table, interleaved, load_minilm, machine_description, median, random_batch, time_call
+from benchlib import (
+    add_common_arguments,
+    apply_common_arguments,
+    format_table,
+    interleaved,
+    load_minilm,
+    machine_description,
+    median,
+    random_batch,
+    time_call,
+)
 from fedhello.data.datasets import load_dataset
 from fedhello.data.tokenize import encode_texts
 from fedhello.precision import autocast_for
@@ -76,7 +86,9 @@ def main() -> None:
     # Evaluation throughput.
     indices = np.arange(args.eval_samples)
     setups = {
-        (precision, size): (lambda p=precision, s=size: federated.task.evaluate(federated, test, indices, EvaluationSettings(s, p)))
+        (precision, size): (
+            lambda p=precision, s=size: federated.task.evaluate(federated, test, indices, EvaluationSettings(s, p))
+        )
         for size in args.batch_sizes
         for precision in ("fp32", "bf16")
     }
@@ -86,8 +98,20 @@ def main() -> None:
     rows = []
     for name, values in times.items():
         per_sample = median(values) / args.eval_samples
-        rows.append([name, f"{1 / per_sample:.0f}", f"{base / median(values):.2f}", f"{SUBSET * per_sample:.1f}", f"{FULL_TEST * per_sample:.1f}"])
-    print(format_table(["evaluation", "samples/s", f"speed-up vs {base_name}", f"s per {SUBSET}", f"s per {FULL_TEST:,}"], rows))
+        rows.append(
+            [
+                name,
+                f"{1 / per_sample:.0f}",
+                f"{base / median(values):.2f}",
+                f"{SUBSET * per_sample:.1f}",
+                f"{FULL_TEST * per_sample:.1f}",
+            ]
+        )
+    print(
+        format_table(
+            ["evaluation", "samples/s", f"speed-up vs {base_name}", f"s per {SUBSET}", f"s per {FULL_TEST:,}"], rows
+        )
+    )
     best_bf16 = min((name for name in times if name.startswith("bf16")), key=lambda name: median(times[name]))
     print(f"RATIO eval_bf16_speedup {base / median(times[base_name.replace('fp32', 'bf16')]):.2f}")
     print(f"RATIO eval_best_speedup {base / median(times[best_bf16]):.2f} ({best_bf16})")
@@ -97,7 +121,9 @@ def main() -> None:
     parameters = federated.set_trainable(federated.exchanged_names)
     optimizer = torch.optim.AdamW(parameters, lr=1e-6)
     federated.model.train()
-    step_times = interleaved({p: (lambda p=p: training_step(federated, batch, optimizer, p)) for p in ("fp32", "bf16")}, 2 * args.repeats)
+    step_times = interleaved(
+        {p: (lambda p=p: training_step(federated, batch, optimizer, p)) for p in ("fp32", "bf16")}, 2 * args.repeats
+    )
     threads = torch.get_num_threads()
     thread_times = {}
     if threads > 1:
@@ -109,7 +135,13 @@ def main() -> None:
             finally:
                 torch.set_num_threads(threads)
 
-        thread_times = interleaved({f"{threads} threads": lambda: training_step(federated, batch, optimizer, "fp32"), "1 thread": one_thread_step}, 2 * args.repeats)
+        thread_times = interleaved(
+            {
+                f"{threads} threads": lambda: training_step(federated, batch, optimizer, "fp32"),
+                "1 thread": one_thread_step,
+            },
+            2 * args.repeats,
+        )
     federated.set_trainable(())
     if thread_times:
         one_ms, many_ms = (1000 * median(thread_times[name]) for name in ("1 thread", f"{threads} threads"))
@@ -131,12 +163,29 @@ def main() -> None:
         predictions = {}
         for train_precision in ("fp32", "bf16"):
             federated.load_state(initial)
-            train_locally(federated, train, samples, list(federated.exchanged_names), settings[train_precision], torch.Generator().manual_seed(seed))
+            train_locally(
+                federated,
+                train,
+                samples,
+                list(federated.exchanged_names),
+                settings[train_precision],
+                torch.Generator().manual_seed(seed),
+            )
             for eval_precision in ("fp32", "bf16"):
                 result = federated.task.evaluate(federated, test, eval_indices, EvaluationSettings(64, eval_precision))
                 predictions[(train_precision, eval_precision)] = result["accuracy"]
-        rows.append([seed, *(f"{predictions[key]:.3f}" for key in [("fp32", "fp32"), ("fp32", "bf16"), ("bf16", "fp32"), ("bf16", "bf16")])])
-    print(f"accuracy on {args.accuracy_samples} test samples after {args.train_steps} centralised steps (batch 16, lr 3e-3):")
+        rows.append(
+            [
+                seed,
+                *(
+                    f"{predictions[key]:.3f}"
+                    for key in [("fp32", "fp32"), ("fp32", "bf16"), ("bf16", "fp32"), ("bf16", "bf16")]
+                ),
+            ]
+        )
+    print(
+        f"accuracy on {args.accuracy_samples} test samples after {args.train_steps} centralised steps (batch 16, lr 3e-3):"
+    )
     print(format_table(["seed", "train fp32 / eval fp32", "fp32 / bf16", "bf16 / fp32", "bf16 / bf16"], rows))
     columns = np.array([[float(cell) for cell in row[1:]] for row in rows])
     means = columns.mean(0)

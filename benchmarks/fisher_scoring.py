@@ -23,13 +23,28 @@ import argparse
 import numpy as np
 import torch
 
-from benchlib import add_common_arguments, apply_common_arguments, format_table, interleaved, load_minilm, machine_description, median, random_batch
+from benchlib import (
+    add_common_arguments,
+    apply_common_arguments,
+    format_table,
+    interleaved,
+    load_minilm,
+    machine_description,
+    median,
+    random_batch,
+)
 from fedhello.fisher import attention_implementation, layer_scores, per_sample_gradients, per_sample_gradients_loop
 
 
 def vmap_gradients(federated, batch, names, chunk, attention):
     parts = [
-        per_sample_gradients(federated, {key: value[start : start + chunk] for key, value in batch.items()}, names, "log_likelihood", attention)
+        per_sample_gradients(
+            federated,
+            {key: value[start : start + chunk] for key, value in batch.items()},
+            names,
+            "log_likelihood",
+            attention,
+        )
         for start in range(0, len(batch["labels"]), chunk)
     ]
     return {name: torch.cat([part[name] for part in parts]) for name in names}
@@ -84,10 +99,17 @@ def main() -> None:
 
     loop_s = median(times["loop (one backward per sample)"])
     rows = [
-        [name, f"{median(values):.3f}", f"{loop_s / median(values):.2f}", f"{differences[name]:.1e}" if name in differences else "-"]
+        [
+            name,
+            f"{median(values):.3f}",
+            f"{loop_s / median(values):.2f}",
+            f"{differences[name]:.1e}" if name in differences else "-",
+        ]
         for name, values in times.items()
     ]
-    print(f"# Fisher scoring: MiniLM-L6, {args.samples} proxy samples x {args.length} tokens, vmap chunk {args.chunk}, {args.repeats} interleaved repeats")
+    print(
+        f"# Fisher scoring: MiniLM-L6, {args.samples} proxy samples x {args.length} tokens, vmap chunk {args.chunk}, {args.repeats} interleaved repeats"
+    )
     print(machine_description())
     print(format_table(["setup", "s (median)", "loop / setup", "max rel. score diff"], rows))
     print(f"RATIO fisher_vmap_eager_speedup {loop_s / median(times['vmap, eager attention (fedhello)']):.2f}")

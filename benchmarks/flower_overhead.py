@@ -23,29 +23,47 @@ import torch
 from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import add_common_arguments, apply_common_arguments, machine_description  # noqa: E402
-
-from fedhello.config import load_config  # noqa: E402
-from fedhello.outputs.run_writer import read_jsonl  # noqa: E402
-from fedhello.runner import run_experiment  # noqa: E402
+from benchlib import add_common_arguments, apply_common_arguments, machine_description
+from fedhello.config import load_config
+from fedhello.outputs.run_writer import read_jsonl
+from fedhello.runner import run_experiment
 
 
 def tiny_vit(folder: Path) -> Path:
     torch.manual_seed(0)
-    config = ViTConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
-                       image_size=8, patch_size=2, num_channels=1, num_labels=10)
+    config = ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=8,
+        patch_size=2,
+        num_channels=1,
+        num_labels=10,
+    )
     ViTForImageClassification(config).save_pretrained(folder)
     ViTImageProcessor(size={"height": 8, "width": 8}, image_mean=[0.5], image_std=[0.5]).save_pretrained(folder)
     return folder
 
 
 def measure(engine: str, folder: Path, out: Path, rounds: int) -> tuple[float, float]:
-    config = load_config(overrides=[
-        f"model.name={folder}", "model.task=image_classification", "data.dataset=digits",
-        "federation.num_clients=3", "federation.clients_per_round=2", f"federation.rounds={rounds}",
-        "partition.scheme=iid", "fisher.proxy_size=32", "evaluation.every=1", "evaluation.subset_size=null",
-        "output.progress=false", "output.tensorboard=false", "output.plots=false",
-    ])
+    config = load_config(
+        overrides=[
+            f"model.name={folder}",
+            "model.task=image_classification",
+            "data.dataset=digits",
+            "federation.num_clients=3",
+            "federation.clients_per_round=2",
+            f"federation.rounds={rounds}",
+            "partition.scheme=iid",
+            "fisher.proxy_size=32",
+            "evaluation.every=1",
+            "evaluation.subset_size=null",
+            "output.progress=false",
+            "output.tensorboard=false",
+            "output.plots=false",
+        ]
+    )
     started = time.perf_counter()
     run_experiment(config, out, engine=engine)
     total = time.perf_counter() - started

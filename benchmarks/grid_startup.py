@@ -18,11 +18,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import add_common_arguments, apply_common_arguments, machine_description  # noqa: E402
-
-from fedhello.comparison.grid import cell_config, cells, load_comparison  # noqa: E402
-from fedhello.outputs.run_writer import read_jsonl  # noqa: E402
-from fedhello.runner import run_experiment  # noqa: E402
+from benchlib import add_common_arguments, apply_common_arguments, machine_description
+from fedhello.comparison.grid import cell_config, cells, load_comparison
+from fedhello.outputs.run_writer import read_jsonl
+from fedhello.runner import run_experiment
 
 
 def main() -> None:
@@ -33,10 +32,17 @@ def main() -> None:
     args = parser.parse_args()
     apply_common_arguments(args)
     print(machine_description())
-    comparison = load_comparison("offline-all", None, [
-        f"methods={args.methods}", "seeds=[0]", f"base.federation.rounds={args.rounds}",
-        "base.output.progress=false", "base.output.plots=true",
-    ])
+    comparison = load_comparison(
+        "offline-all",
+        None,
+        [
+            f"methods={args.methods}",
+            "seeds=[0]",
+            f"base.federation.rounds={args.rounds}",
+            "base.output.progress=false",
+            "base.output.plots=true",
+        ],
+    )
     shares = []
     print("| cell | wall s | start-up s | start-up share |")
     print("| --- | ---: | ---: | ---: |")

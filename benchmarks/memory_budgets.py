@@ -21,7 +21,14 @@ import argparse
 import numpy as np
 import torch
 
-from benchlib import add_common_arguments, apply_common_arguments, format_table, load_minilm, machine_description, random_batch
+from benchlib import (
+    add_common_arguments,
+    apply_common_arguments,
+    format_table,
+    load_minilm,
+    machine_description,
+    random_batch,
+)
 from fedhello.config import ExperimentConfig
 from fedhello.resources.memory_units import format_mib, parse_memory
 from fedhello.resources.probe import probe_costs
@@ -48,9 +55,16 @@ def suffix_table(costs) -> str:
     rows = []
     for lowest in range(costs.num_layers):
         cost = costs.cost(range(lowest, costs.num_layers))
-        rows.append([f"{lowest}..{costs.num_layers - 1}", f"{cost.activation_bytes / 2**20:.1f}",
-                     f"{cost.state_bytes / 2**20:.2f}", f"{cost.peak_bytes / 2**20:.1f}",
-                     f"{cost.upload_bytes / 2**10:.0f}", f"{cost.relative_time:.2f}"])
+        rows.append(
+            [
+                f"{lowest}..{costs.num_layers - 1}",
+                f"{cost.activation_bytes / 2**20:.1f}",
+                f"{cost.state_bytes / 2**20:.2f}",
+                f"{cost.peak_bytes / 2**20:.1f}",
+                f"{cost.upload_bytes / 2**10:.0f}",
+                f"{cost.relative_time:.2f}",
+            ]
+        )
     return format_table(["layers", "activation MiB", "grad+AdamW MiB", "peak MiB", "upload KiB", "time x full"], rows)
 
 
@@ -60,8 +74,10 @@ def linearity(costs) -> str:
     measured = np.asarray(costs.lowest_activation, dtype=np.float64)
     slope, intercept = np.polyfit(depth, measured, 1)
     worst = np.max(np.abs(slope * depth + intercept - measured) / measured)
-    return (f"lowest_activation ~ {slope / 2**20:.2f} MiB x (L - l) + {intercept / 2**20:.2f} MiB; worst residual "
-            f"{worst:.2%}; each further trained layer adds {np.mean(costs.added_activation[1:]) / 2**20:.2f} MiB")
+    return (
+        f"lowest_activation ~ {slope / 2**20:.2f} MiB x (L - l) + {intercept / 2**20:.2f} MiB; worst residual "
+        f"{worst:.2%}; each further trained layer adds {np.mean(costs.added_activation[1:]) / 2**20:.2f} MiB"
+    )
 
 
 def budget_table(costs, budgets: list[str]) -> str:
@@ -79,8 +95,9 @@ def budget_table(costs, budgets: list[str]) -> str:
 def check_against_training(federated, batch, costs) -> str:
     split = BatchSplit(batch)
     positions = np.arange(len(split))
-    settings = LocalTrainingSettings(lr=1e-3, weight_decay=0.0, batch_size=len(split), local_epochs=1,
-                                     max_local_steps=1, max_grad_norm=None)
+    settings = LocalTrainingSettings(
+        lr=1e-3, weight_decay=0.0, batch_size=len(split), local_epochs=1, max_local_steps=1, max_grad_norm=None
+    )
     rows = []
     for layers in CHECKED_SETS:
         names = federated.layer_map.names_for(layers) + list(federated.head_names)
@@ -88,8 +105,14 @@ def check_against_training(federated, batch, costs) -> str:
         measured = train_locally(federated, split, positions, names, settings, torch.Generator().manual_seed(0))
         federated.load_state(state)
         predicted = costs.cost(layers).activation_bytes
-        rows.append([str(layers), f"{measured.activation_bytes / 2**20:.1f}", f"{predicted / 2**20:.1f}",
-                     f"{predicted / measured.activation_bytes - 1:+.1%}"])
+        rows.append(
+            [
+                str(layers),
+                f"{measured.activation_bytes / 2**20:.1f}",
+                f"{predicted / 2**20:.1f}",
+                f"{predicted / measured.activation_bytes - 1:+.1%}",
+            ]
+        )
     return format_table(["trained layers", "measured MiB", "cost model MiB", "error"], rows)
 
 

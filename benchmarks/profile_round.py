@@ -18,13 +18,12 @@ from pathlib import Path
 from torch.profiler import ProfilerActivity, profile, record_function
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import add_common_arguments, apply_common_arguments, machine_description  # noqa: E402
-
-from fedhello.allocation.registry import strategy_from_config  # noqa: E402
-from fedhello.config import load_config  # noqa: E402
-from fedhello.federation import client, model_runtime, server  # noqa: E402
-from fedhello.federation.inprocess import build_inprocess_engine  # noqa: E402
-from fedhello.preparation import prepare_task  # noqa: E402
+from benchlib import add_common_arguments, apply_common_arguments, machine_description
+from fedhello.allocation.registry import strategy_from_config
+from fedhello.config import load_config
+from fedhello.federation import client, model_runtime, server
+from fedhello.federation.inprocess import build_inprocess_engine
+from fedhello.preparation import prepare_task
 
 PHASES = {
     "fisher scoring": (model_runtime.GlobalModelRuntime, "score_layers"),
@@ -56,8 +55,15 @@ def main() -> None:
     args = parser.parse_args()
     apply_common_arguments(args)
     print(machine_description())
-    config = load_config(overrides=["allocation.params.fim_start=1", "evaluation.every=1", "federation.rounds=20",
-                                    "output.progress=false", "output.tensorboard=false"])
+    config = load_config(
+        overrides=[
+            "allocation.params.fim_start=1",
+            "evaluation.every=1",
+            "federation.rounds=20",
+            "output.progress=false",
+            "output.tensorboard=false",
+        ]
+    )
     task = prepare_task(config)
     engine = build_inprocess_engine(config, task, strategy_from_config(config))
     totals: dict[str, float] = defaultdict(float)

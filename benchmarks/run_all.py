@@ -42,7 +42,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these scripts (names without .py)")
     parser.add_argument(
-        "--threads", type=int, default=1,
+        "--threads",
+        type=int,
+        default=1,
         help="torch CPU threads, passed to every script (default 1: on a shared 2-core machine two OpenMP threads "
         "wait for each other whenever another process holds a core, which makes timings swing by 10x)",
     )
@@ -58,10 +60,17 @@ def main() -> None:
     summary: list[tuple[str, str, str]] = []
     failures = []
     for script in chosen:
-        command = [sys.executable, str(HERE / script), *SCRIPTS[script], *(["--threads", str(args.threads)] if args.threads else [])]
+        command = [
+            sys.executable,
+            str(HERE / script),
+            *SCRIPTS[script],
+            *(["--threads", str(args.threads)] if args.threads else []),
+        ]
         print(f"\n$ {' '.join(command[1:])}", flush=True)
         started = time.perf_counter()
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=HERE.parent)
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=HERE.parent
+        )
         for line in process.stdout:
             print(line, end="", flush=True)
             parts = line.split()

@@ -21,14 +21,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import add_common_arguments, apply_common_arguments, machine_description  # noqa: E402
-
-from fedhello.allocation.registry import strategy_from_config  # noqa: E402
-from fedhello.config import load_config  # noqa: E402
-from fedhello.federation.inprocess import build_inprocess_engine  # noqa: E402
-from fedhello.preparation import prepare_task  # noqa: E402
-from fedhello.seeding import torch_generator  # noqa: E402
-from fedhello.training import local_batches  # noqa: E402
+from benchlib import add_common_arguments, apply_common_arguments, machine_description
+from fedhello.allocation.registry import strategy_from_config
+from fedhello.config import load_config
+from fedhello.federation.inprocess import build_inprocess_engine
+from fedhello.preparation import prepare_task
+from fedhello.seeding import torch_generator
+from fedhello.training import local_batches
 
 
 def bare_round(task, config, outcome) -> float:
@@ -63,11 +62,18 @@ def main() -> None:
     args = parser.parse_args()
     apply_common_arguments(args)
     print(machine_description())
-    config = load_config(overrides=[
-        "allocation.strategy=rgd", "fisher.proxy_size=0", f"federation.rounds={args.rounds}",
-        "evaluation.every=1000", "data.max_test_samples=64", "data.max_train_samples=3000",
-        "output.progress=false", "output.tensorboard=false",
-    ])
+    config = load_config(
+        overrides=[
+            "allocation.strategy=rgd",
+            "fisher.proxy_size=0",
+            f"federation.rounds={args.rounds}",
+            "evaluation.every=1000",
+            "data.max_test_samples=64",
+            "data.max_train_samples=3000",
+            "output.progress=false",
+            "output.tensorboard=false",
+        ]
+    )
     task = prepare_task(config)
     engine = build_inprocess_engine(config, task, strategy_from_config(config))
     engine_s, bare_s = 0.0, 0.0
@@ -76,7 +82,9 @@ def main() -> None:
         engine_s += outcome.record.wall_time_s - outcome.record.eval_time_s
         bare_s += bare_round(task, config, outcome)
     steps = sum(r.local_steps for r in engine.log.clients)
-    print(f"{args.rounds} rounds, {steps} local steps: engine {engine_s:.1f} s (evaluation excluded), bare loop {bare_s:.1f} s")
+    print(
+        f"{args.rounds} rounds, {steps} local steps: engine {engine_s:.1f} s (evaluation excluded), bare loop {bare_s:.1f} s"
+    )
     print(f"RATIO simulator_vs_bare_loop {engine_s / bare_s:.3f}")
     print(f"MS bare_step {1000 * bare_s / steps:.0f}")
 

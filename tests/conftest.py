@@ -173,8 +173,16 @@ def tiny_vit_folder(tmp_path_factory):
     """A tiny random-init ViT saved as a Hugging Face folder: 4 layers, 8x8 grey images (the `digits` dataset)."""
     folder = tmp_path_factory.mktemp("tiny-vit")
     torch.manual_seed(0)
-    config = ViTConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
-                       image_size=8, patch_size=2, num_channels=1, num_labels=10)
+    config = ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=8,
+        patch_size=2,
+        num_channels=1,
+        num_labels=10,
+    )
     ViTForImageClassification(config).save_pretrained(folder)
     ViTImageProcessor(size={"height": 8, "width": 8}, image_mean=[0.5], image_std=[0.5]).save_pretrained(folder)
     return folder
@@ -188,11 +196,63 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 CHAT_SPECIAL_TOKENS = ("<pad>", "<unk>", "<|im_start|>", "<|im_end|>")
-CHAT_WORDS = (
-    "system user assistant what is a the an who are you i am how do it my your to of in on and not can "
-    "cat dog sat mat hello hi good fine thanks yes no why because answer question tell me about "
-    "red blue green one two three four five . , ? !"
-).split()
+CHAT_WORDS = [
+    "system",
+    "user",
+    "assistant",
+    "what",
+    "is",
+    "a",
+    "the",
+    "an",
+    "who",
+    "are",
+    "you",
+    "i",
+    "am",
+    "how",
+    "do",
+    "it",
+    "my",
+    "your",
+    "to",
+    "of",
+    "in",
+    "on",
+    "and",
+    "not",
+    "can",
+    "cat",
+    "dog",
+    "sat",
+    "mat",
+    "hello",
+    "hi",
+    "good",
+    "fine",
+    "thanks",
+    "yes",
+    "no",
+    "why",
+    "because",
+    "answer",
+    "question",
+    "tell",
+    "me",
+    "about",
+    "red",
+    "blue",
+    "green",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    ".",
+    ",",
+    "?",
+    "!",
+]
 
 
 def build_chat_tokenizer():
@@ -210,8 +270,9 @@ def build_chat_tokenizer():
     backend.normalizer = normalizers.Lowercase()
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     backend.add_special_tokens([AddedToken(token, special=True, normalized=False) for token in CHAT_SPECIAL_TOKENS])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>",
-                                        eos_token="<|im_end|>")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>", eos_token="<|im_end|>"
+    )
     tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
-
 import numpy as np
 import pytest
 
@@ -276,7 +274,13 @@ def test_gd_each_client_gets_its_pattern_set(pattern):
 
 @pytest.mark.parametrize(
     ("name", "params"),
-    [("rgd", {}), ("rgd", {"pattern": "triangle"}), ("fedra", {}), ("fim", {}), ("fedhello", {"fim_start": 2, "fim_every": 2})],
+    [
+        ("rgd", {}),
+        ("rgd", {"pattern": "triangle"}),
+        ("fedra", {}),
+        ("fim", {}),
+        ("fedhello", {"fim_start": 2, "fim_every": 2}),
+    ],
 )
 def test_random_strategies_give_budget_distinct_sorted_layers(name, params):
     scores = np.linspace(0.0, 1.0, L)
@@ -336,7 +340,9 @@ def test_fim_prefers_the_top_tier_layer():
     counts = np.zeros(L)
     info = None
     for round_ in range(1, 41):
-        context = make_context(round_, total_rounds=1000, per_group=25, budgets=[6, 9], rng=rng, layer_scores=_spiky_scores)
+        context = make_context(
+            round_, total_rounds=1000, per_group=25, budgets=[6, 9], rng=rng, layer_scores=_spiky_scores
+        )
         allocation = strategy.allocate(context)
         if round_ == 1:
             fisher = allocation.fisher
@@ -461,7 +467,10 @@ def test_bad_params_raise_config_error_naming_the_field(name, params, field):
 
 
 def test_valid_params_are_accepted():
-    assert build_strategy("fedhello", {"fim_start": 50, "fim_every": 0.25, "mode": "refresh_only"}).params.fim_every == 0.25
+    assert (
+        build_strategy("fedhello", {"fim_start": 50, "fim_every": 0.25, "mode": "refresh_only"}).params.fim_every
+        == 0.25
+    )
     assert build_strategy("fim", {"tier_weights": [1, 27]}).params.tier_weights == [1.0, 27.0]
 
 

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from peft import PeftModel
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from conftest import VOCAB_SIZE, build_chat_tokenizer
 from fedhello.config import LoraConfig, load_config
 from fedhello.data import datasets as dataset_registry
 from fedhello.data.instruction_encoding import IGNORE_INDEX, encode_instructions
@@ -21,22 +22,36 @@ from fedhello.runner import prepare_task, run_experiment
 from fedhello.tasks import EvaluationSettings
 from fedhello.tasks.causal_lm import CausalLMTask
 
-from conftest import VOCAB_SIZE, build_chat_tokenizer
-
 # Three categories of (prompt, answer) pairs in the tiny tokenizer's vocabulary.
 PAIRS = {
-    "animals": [("what is a cat ?", "a cat is a red cat on the mat ."), ("tell me about the dog", "the dog sat on the mat .")],
-    "colours": [("what is red ?", "red is a good colour and not blue ."), ("tell me one colour", "green and blue and red .")],
+    "animals": [
+        ("what is a cat ?", "a cat is a red cat on the mat ."),
+        ("tell me about the dog", "the dog sat on the mat ."),
+    ],
+    "colours": [
+        ("what is red ?", "red is a good colour and not blue ."),
+        ("tell me one colour", "green and blue and red ."),
+    ],
     "numbers": [("how do you count ?", "one two three four five ."), ("tell me two", "two is one and one .")],
 }
 
 
 def tiny_llama(num_layers: int = 4) -> LlamaForCausalLM:
     torch.manual_seed(0)
-    return LlamaForCausalLM(LlamaConfig(vocab_size=VOCAB_SIZE, hidden_size=32, num_hidden_layers=num_layers,
-                                        num_attention_heads=2, num_key_value_heads=2, intermediate_size=64,
-                                        pad_token_id=0, eos_token_id=3, tie_word_embeddings=True,
-                                        initializer_range=0.5))
+    return LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=VOCAB_SIZE,
+            hidden_size=32,
+            num_hidden_layers=num_layers,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            intermediate_size=64,
+            pad_token_id=0,
+            eos_token_id=3,
+            tie_word_embeddings=True,
+            initializer_range=0.5,
+        )
+    )
 
 
 @pytest.fixture(scope="session")
@@ -60,23 +75,44 @@ def tiny_instructions(monkeypatch):
 
     train, test = repeated(15), repeated(3)
     data = InstructionData("tiny-instructions", *train, *test, names)
-    monkeypatch.setitem(dataset_registry.DATASETS, "tiny-instructions",
-                        dataset_registry.DatasetEntry(lambda: data, "hand-made pairs"))
+    monkeypatch.setitem(
+        dataset_registry.DATASETS, "tiny-instructions", dataset_registry.DatasetEntry(lambda: data, "hand-made pairs")
+    )
     return data
 
 
 def lm_config(folder, *extra):
-    return load_config(overrides=[
-        f"model.name={folder}", "model.task=causal_lm", "model.max_length=32", "data.dataset=tiny-instructions",
-        "federation.num_clients=6", "federation.clients_per_round=3", "federation.rounds=6",
-        "partition.scheme=pathological", "partition.classes_per_client=1", "partition.min_per_client=2",
-        "lora.target_modules=[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj]",
-        "fisher.proxy_size=12", "fisher.batch_size=6", "training.lr=0.02", "training.batch_size=6",
-        "training.max_local_steps=6", "groups.budgets=[2, 3, 4]", "evaluation.every=3", "evaluation.subset_size=null",
-        "evaluation.final_size=null", "evaluation.batch_size=9", "evaluation.generate_samples=6",
-        "evaluation.max_new_tokens=12", "output.progress=false", "output.tensorboard=false", "output.plots=false",
-        *extra,
-    ])
+    return load_config(
+        overrides=[
+            f"model.name={folder}",
+            "model.task=causal_lm",
+            "model.max_length=32",
+            "data.dataset=tiny-instructions",
+            "federation.num_clients=6",
+            "federation.clients_per_round=3",
+            "federation.rounds=6",
+            "partition.scheme=pathological",
+            "partition.classes_per_client=1",
+            "partition.min_per_client=2",
+            "lora.target_modules=[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj]",
+            "fisher.proxy_size=12",
+            "fisher.batch_size=6",
+            "training.lr=0.02",
+            "training.batch_size=6",
+            "training.max_local_steps=6",
+            "groups.budgets=[2, 3, 4]",
+            "evaluation.every=3",
+            "evaluation.subset_size=null",
+            "evaluation.final_size=null",
+            "evaluation.batch_size=9",
+            "evaluation.generate_samples=6",
+            "evaluation.max_new_tokens=12",
+            "output.progress=false",
+            "output.tensorboard=false",
+            "output.plots=false",
+            *extra,
+        ]
+    )
 
 
 def tiny_federated_lm(chat_tokenizer) -> FederatedModel:
@@ -92,16 +128,26 @@ def tiny_federated_lm(chat_tokenizer) -> FederatedModel:
 
 def test_loss_counts_answer_tokens_only(chat_tokenizer, one_torch_thread):
     """Hand-made check: the task loss is the mean cross-entropy over the answer tokens, whatever the prompt says."""
-    split = encode_instructions(chat_tokenizer, ["what is a cat ?", "hi"], ["a cat .", "hello , how are you ?"],
-                                np.array([0, 1]), max_length=32)
+    split = encode_instructions(
+        chat_tokenizer, ["what is a cat ?", "hi"], ["a cat .", "hello , how are you ?"], np.array([0, 1]), max_length=32
+    )
     federated = tiny_federated_lm(chat_tokenizer)
     batch = split.batch(np.array([0, 1]))
     assert (batch["attention_mask"] == 0).any()  # the shorter pair is padded
     logits = federated.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    answer_positions = [(row, t) for row in range(2) for t in range(1, batch["labels"].shape[1])
-                        if batch["labels"][row, t] != IGNORE_INDEX]
-    expected = torch.stack([F.cross_entropy(logits[row, t - 1], batch["input_ids"][row, t]) for row, t in answer_positions])
-    answer_lengths = [len(chat_tokenizer("a cat .")["input_ids"]) + 1, len(chat_tokenizer("hello , how are you ?")["input_ids"]) + 1]
+    answer_positions = [
+        (row, t)
+        for row in range(2)
+        for t in range(1, batch["labels"].shape[1])
+        if batch["labels"][row, t] != IGNORE_INDEX
+    ]
+    expected = torch.stack(
+        [F.cross_entropy(logits[row, t - 1], batch["input_ids"][row, t]) for row, t in answer_positions]
+    )
+    answer_lengths = [
+        len(chat_tokenizer("a cat .")["input_ids"]) + 1,
+        len(chat_tokenizer("hello , how are you ?")["input_ids"]) + 1,
+    ]
     assert len(answer_positions) == sum(answer_lengths)  # the answer words and <|im_end|>, nothing else
     loss = federated.task.loss(federated.model, batch)
     torch.testing.assert_close(loss, expected.mean())
@@ -117,8 +163,13 @@ def test_loss_counts_answer_tokens_only(chat_tokenizer, one_torch_thread):
 
 
 def test_fisher_per_sample_gradients_match_the_loop_on_a_causal_lm(chat_tokenizer, one_torch_thread):
-    split = encode_instructions(chat_tokenizer, ["what is a cat ?", "hi", "tell me two"],
-                                ["a cat .", "hello , how are you ?", "two"], np.array([0, 1, 2]), max_length=32)
+    split = encode_instructions(
+        chat_tokenizer,
+        ["what is a cat ?", "hi", "tell me two"],
+        ["a cat .", "hello , how are you ?", "two"],
+        np.array([0, 1, 2]),
+        max_length=32,
+    )
     federated = tiny_federated_lm(chat_tokenizer)
     batch = split.batch(np.arange(3))
     names = list(federated.layer_map.all_names)
@@ -130,13 +181,23 @@ def test_fisher_per_sample_gradients_match_the_loop_on_a_causal_lm(chat_tokenize
     assert any(batched[name].abs().sum() > 0 for name in names)
 
 
-def test_instruction_tuning_learns_with_fisher_allocation(tiny_llama_folder, tiny_instructions, tmp_path, one_torch_thread):
-    config = lm_config(tiny_llama_folder, "allocation.strategy=fedhello", "allocation.params.fim_start=2",
-                       "allocation.params.fim_every=2")
+def test_instruction_tuning_learns_with_fisher_allocation(
+    tiny_llama_folder, tiny_instructions, tmp_path, one_torch_thread
+):
+    config = lm_config(
+        tiny_llama_folder,
+        "allocation.strategy=fedhello",
+        "allocation.params.fim_start=2",
+        "allocation.params.fim_every=2",
+    )
     task = prepare_task(config)
     assert task.federated.head_names == () and task.federated.layer_map.num_layers == 4
-    before = task.federated.task.evaluate(task.federated, task.test, np.arange(len(task.test)),
-                                          EvaluationSettings(9, generate_samples=6, max_new_tokens=12))
+    before = task.federated.task.evaluate(
+        task.federated,
+        task.test,
+        np.arange(len(task.test)),
+        EvaluationSettings(9, generate_samples=6, max_new_tokens=12),
+    )
     outcome = run_experiment(config, tmp_path / "run")
     after = outcome.final_eval
     assert after.loss < 0.6 * before["loss"]  # held-out answer loss falls
@@ -173,9 +234,16 @@ def test_memory_budgets_price_the_longest_instruction_batch(tiny_llama_folder, t
     longest = np.sort(np.argsort(-lengths, kind="stable")[:6])
     assert costs.head_state == 0 and costs.key["batch"]["input_ids"] == [6, int(lengths.max())]
     assert costs.deepest_first(2**30) == (0, 1, 2, 3)
-    settings = LocalTrainingSettings(lr=1e-3, weight_decay=0.0, batch_size=6, local_epochs=1, max_local_steps=1,
-                                     max_grad_norm=None)
+    settings = LocalTrainingSettings(
+        lr=1e-3, weight_decay=0.0, batch_size=6, local_epochs=1, max_local_steps=1, max_grad_norm=None
+    )
     for layers in ([3], [1, 3], [0, 1, 2, 3]):
-        measured = train_locally(federated, task.train, longest, federated.layer_map.names_for(layers), settings,
-                                 torch.Generator().manual_seed(0)).activation_bytes
+        measured = train_locally(
+            federated,
+            task.train,
+            longest,
+            federated.layer_map.names_for(layers),
+            settings,
+            torch.Generator().manual_seed(0),
+        ).activation_bytes
         assert abs(costs.cost(layers).activation_bytes - measured) <= 0.1 * measured

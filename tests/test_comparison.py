@@ -141,8 +141,11 @@ def test_cells_order_and_centralized_config():
     comparison = load_comparison(
         "offline-smoke",
         None,
-        ["methods=[centralized,full]", "seeds=[3,4]",
-         "partitions=[{name: iid, scheme: iid}, {name: p2, scheme: pathological, classes_per_client: 2}]"],
+        [
+            "methods=[centralized,full]",
+            "seeds=[3,4]",
+            "partitions=[{name: iid, scheme: iid}, {name: p2, scheme: pathological, classes_per_client: 2}]",
+        ],
     )
     grid = cells(comparison)
     assert grid == [
@@ -177,8 +180,27 @@ def test_ratios_multiply_the_grid():
 def _fake_run(method: str, seed: int, accuracy: float):
     from fedhello.comparison.report import RunMetrics
 
-    return RunMetrics(method, "p", None, seed, accuracy, accuracy, accuracy, accuracy, None, 0, 0.0, 0.0, [1], [accuracy], [0], [1],
-                      [], [], [])
+    return RunMetrics(
+        method,
+        "p",
+        None,
+        seed,
+        accuracy,
+        accuracy,
+        accuracy,
+        accuracy,
+        None,
+        0,
+        0.0,
+        0.0,
+        [1],
+        [accuracy],
+        [0],
+        [1],
+        [],
+        [],
+        [],
+    )
 
 
 def test_paired_t_interval_on_hand_made_numbers():
@@ -222,12 +244,20 @@ def test_comparisons_refuse_tasks_without_accuracy(tmp_path):
 def test_per_group_trainable_params_and_realised_peak_from_client_records(tmp_path):
     from fedhello.comparison.report import group_peak_mib, group_trainable_params
 
-    (tmp_path / "partition.csv").write_text("client,group,layer_budget,num_samples,num_classes,c0\n0,0,3,5,1,5\n1,1,6,5,1,5\n")
+    (tmp_path / "partition.csv").write_text(
+        "client,group,layer_budget,num_samples,num_classes,c0\n0,0,3,5,1,5\n1,1,6,5,1,5\n"
+    )
     mib = 2**20
     clients = [
         {"group": 0, "local_steps": 2, "trainable_params": 10, "activation_bytes": 3 * mib, "state_bytes": mib},
         {"group": 0, "local_steps": 2, "trainable_params": 20, "activation_bytes": 5 * mib, "state_bytes": mib // 2},
-        {"group": 0, "local_steps": 0, "trainable_params": 99, "activation_bytes": 99 * mib, "state_bytes": 0},  # dropped
+        {
+            "group": 0,
+            "local_steps": 0,
+            "trainable_params": 99,
+            "activation_bytes": 99 * mib,
+            "state_bytes": 0,
+        },  # dropped
         {"group": 1, "local_steps": 1, "trainable_params": 40, "activation_bytes": 8 * mib, "state_bytes": 2 * mib},
     ]
     assert group_trainable_params(clients, tmp_path) == [15.0, 40.0]
@@ -237,24 +267,33 @@ def test_per_group_trainable_params_and_realised_peak_from_client_records(tmp_pa
 def test_late_accuracy_averages_the_last_quarter_of_the_rounds():
     from fedhello.comparison.report import late_mean
 
-    evaluated = [{"round": r, "eval": {"accuracy": a}} for r, a in [(2, 0.1), (10, 0.3), (30, 0.5), (32, 0.6), (40, 0.7)]]
+    evaluated = [
+        {"round": r, "eval": {"accuracy": a}} for r, a in [(2, 0.1), (10, 0.3), (30, 0.5), (32, 0.6), (40, 0.7)]
+    ]
     assert late_mean(evaluated) == pytest.approx((0.6 + 0.7) / 2)  # rounds after 30 of 40
     assert late_mean(evaluated[:1]) == pytest.approx(0.1)  # a single evaluation is its own late mean
 
 
 def test_worker_processes_give_the_same_cells_as_one_process(tmp_path, tiny_vit_folder):
-    (tmp_path / "grid.yaml").write_text(yaml.safe_dump({
-        "name": "tiny-grid",
-        "base": {
-            "model": {"name": str(tiny_vit_folder), "task": "image_classification"},
-            "data": {"dataset": "digits", "max_test_samples": 100},
-            "federation": {"num_clients": 6, "clients_per_round": 3, "rounds": 2},
-            "partition": {"scheme": "iid"}, "fisher": {"proxy_size": 16}, "training": {"max_local_steps": 2},
-            "evaluation": {"every": 1, "subset_size": None}, "output": {"tensorboard": False},
-        },
-        "methods": ["fedra", "hetlora"],
-        "seeds": [0, 1],
-    }))
+    (tmp_path / "grid.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "tiny-grid",
+                "base": {
+                    "model": {"name": str(tiny_vit_folder), "task": "image_classification"},
+                    "data": {"dataset": "digits", "max_test_samples": 100},
+                    "federation": {"num_clients": 6, "clients_per_round": 3, "rounds": 2},
+                    "partition": {"scheme": "iid"},
+                    "fisher": {"proxy_size": 16},
+                    "training": {"max_local_steps": 2},
+                    "evaluation": {"every": 1, "subset_size": None},
+                    "output": {"tensorboard": False},
+                },
+                "methods": ["fedra", "hetlora"],
+                "seeds": [0, 1],
+            }
+        )
+    )
     comparison = load_comparison(None, tmp_path / "grid.yaml", [])
     serial = run_comparison(comparison, tmp_path / "serial", progress=False)
     parallel = run_comparison(comparison, tmp_path / "parallel", progress=False, workers=2)

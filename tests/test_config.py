@@ -52,28 +52,72 @@ BAD_CONFIGS = [
     ("budgets-fraction", "groups:\n  budgets: [0.5, 1.5, 1.0]\n", [], ["'groups.budgets'", "(0, 1]"]),
     ("ratio-garbage", "groups:\n  ratio: 'a:b:c'\n", [], ["'groups.ratio'", "6:3:1"]),
     ("ratio-zero-share", None, ["--set", "ratio=1:0:1"], ["'groups.ratio'", "positive"]),
-    ("ratio-budgets-mismatch", None, ["--set", "groups.ratio=6:3"], ["'groups'", "ratio has 2 groups", "budgets has 3"]),
-    ("strategy-unknown", "allocation:\n  strategy: magic\n", [], ["'allocation.strategy'", "'magic'", "fedhello", "rgd"]),
-    ("param-pattern", None, ["--set", "allocation.params.pattern=zigzag"], ["'allocation.params.pattern'", "bottleneck"]),
-    ("param-fim-start", "allocation:\n  strategy: fedhello\n  params: {fim_start: 0}\n", [],
-     ["'allocation.params.fim_start'", "round count"]),
+    (
+        "ratio-budgets-mismatch",
+        None,
+        ["--set", "groups.ratio=6:3"],
+        ["'groups'", "ratio has 2 groups", "budgets has 3"],
+    ),
+    (
+        "strategy-unknown",
+        "allocation:\n  strategy: magic\n",
+        [],
+        ["'allocation.strategy'", "'magic'", "fedhello", "rgd"],
+    ),
+    (
+        "param-pattern",
+        None,
+        ["--set", "allocation.params.pattern=zigzag"],
+        ["'allocation.params.pattern'", "bottleneck"],
+    ),
+    (
+        "param-fim-start",
+        "allocation:\n  strategy: fedhello\n  params: {fim_start: 0}\n",
+        [],
+        ["'allocation.params.fim_start'", "round count"],
+    ),
     ("param-fim-start-fraction", None, ["--set", "allocation.params.fim_start=1.5"], ["'allocation.params.fim_start'"]),
-    ("param-of-other-strategy", None, ["--set", "strategy=gd", "--set", "allocation.params.fim_start=2"],
-     ["'allocation.params.fim_start'", "'gd'", "allowed: pattern"]),
+    (
+        "param-of-other-strategy",
+        None,
+        ["--set", "strategy=gd", "--set", "allocation.params.fim_start=2"],
+        ["'allocation.params.fim_start'", "'gd'", "allowed: pattern"],
+    ),
     ("param-tier-weights", None, ["--set", "allocation.params.tier_weights=[1]"], ["'allocation.params.tier_weights'"]),
     ("params-not-mapping", "allocation:\n  params: [1, 2]\n", [], ["'allocation.params'"]),
-    ("params-not-mapping-with-set", "allocation:\n  params: [1, 2]\n", ["--set", "allocation.params.pattern=uniform"],
-     ["'allocation.params'", "mapping"]),
-    ("allocation-not-mapping-with-set", "allocation: 5\n", ["--set", "allocation.params.pattern=uniform"],
-     ["'allocation'", "mapping"]),
-    ("plugin-not-importable", None, ["--set", "allocation.plugins=[no_such_module_xyz]"],
-     ["'allocation.plugins'", "no_such_module_xyz"]),
+    (
+        "params-not-mapping-with-set",
+        "allocation:\n  params: [1, 2]\n",
+        ["--set", "allocation.params.pattern=uniform"],
+        ["'allocation.params'", "mapping"],
+    ),
+    (
+        "allocation-not-mapping-with-set",
+        "allocation: 5\n",
+        ["--set", "allocation.params.pattern=uniform"],
+        ["'allocation'", "mapping"],
+    ),
+    (
+        "plugin-not-importable",
+        None,
+        ["--set", "allocation.plugins=[no_such_module_xyz]"],
+        ["'allocation.plugins'", "no_such_module_xyz"],
+    ),
     ("unknown-top-level", "federaton:\n  rounds: 3\n", [], ["'federaton'", "allowed here", "federation", "training"]),
-    ("unknown-nested-file", "training:\n  lrr: 0.1\n", [], ["'training.lrr'", "allowed here", "lr", "batch_size", "weighting"]),
+    (
+        "unknown-nested-file",
+        "training:\n  lrr: 0.1\n",
+        [],
+        ["'training.lrr'", "allowed here", "lr", "batch_size", "weighting"],
+    ),
     ("unknown-nested-set", None, ["--set", "training.lrr=0.1"], ["'training.lrr'", "no such config field"]),
     ("section-not-mapping", "federation: 5\n", [], ["'federation'", "(got 5)"]),
-    ("clients-per-round", "federation:\n  num_clients: 4\n  clients_per_round: 5\n", [],
-     ["'federation'", "clients_per_round (5)", "num_clients (4)"]),
+    (
+        "clients-per-round",
+        "federation:\n  num_clients: 4\n  clients_per_round: 5\n",
+        [],
+        ["'federation'", "clients_per_round (5)", "num_clients (4)"],
+    ),
     ("clients-per-round-set", None, ["--set", "clients_per_round=50"], ["clients_per_round (50)", "num_clients (20)"]),
     ("device", None, ["--set", "device=tpu"], ["'device'", "'tpu'"]),
     ("not-a-mapping", "- rounds\n- 3\n", [], ["config file", "must be a mapping"]),
@@ -81,8 +125,12 @@ BAD_CONFIGS = [
     ("invalid-yaml", "federation: [1, 2\n", [], ["config file", "not valid YAML"]),
     ("tab-indented-yaml", "federation:\n\trounds: 3\n", [], ["not valid YAML"]),
     ("missing-file", MISSING, [], ["config file", "missing.yaml", "cannot be read"]),
-    ("ambiguous-set", None, ["--set", "batch_size=3"],
-     ["'batch_size'", "ambiguous", "training.batch_size", "fisher.batch_size", "evaluation.batch_size"]),
+    (
+        "ambiguous-set",
+        None,
+        ["--set", "batch_size=3"],
+        ["'batch_size'", "ambiguous", "training.batch_size", "fisher.batch_size", "evaluation.batch_size"],
+    ),
     ("ambiguous-alpha", None, ["--set", "alpha=0.3"], ["'alpha'", "lora.alpha", "partition.alpha"]),
     ("set-without-equals", None, ["--set", "rounds"], ["'rounds'", "section.field=value"]),
     ("set-empty-key", None, ["--set", "=3"], ["section.field=value"]),
@@ -93,7 +141,9 @@ BAD_CONFIGS = [
 ]
 
 
-@pytest.mark.parametrize(("text", "extra", "expected"), [case[1:] for case in BAD_CONFIGS], ids=[case[0] for case in BAD_CONFIGS])
+@pytest.mark.parametrize(
+    ("text", "extra", "expected"), [case[1:] for case in BAD_CONFIGS], ids=[case[0] for case in BAD_CONFIGS]
+)
 def test_bad_config_is_one_line_and_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], runner_calls: list, text, extra: list[str], expected: list[str]
 ) -> None:
@@ -123,7 +173,9 @@ def test_bad_config_is_one_line_and_exit_2(
     assert runner_calls == []
 
 
-def test_non_utf8_config_file_is_a_config_error(tmp_path: Path, capsys: pytest.CaptureFixture[str], runner_calls: list) -> None:
+def test_non_utf8_config_file_is_a_config_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], runner_calls: list
+) -> None:
     path = tmp_path / "binary.yaml"
     path.write_bytes(b"\xff\xfe\x00federation")
     assert cli.main(["run", "--config", str(path), "--out", str(tmp_path / "run")]) == 2
@@ -132,13 +184,17 @@ def test_non_utf8_config_file_is_a_config_error(tmp_path: Path, capsys: pytest.C
     assert not (tmp_path / "run").exists()
 
 
-def test_config_directory_is_a_config_error(tmp_path: Path, capsys: pytest.CaptureFixture[str], runner_calls: list) -> None:
+def test_config_directory_is_a_config_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], runner_calls: list
+) -> None:
     assert cli.main(["run", "--config", str(tmp_path), "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("fedhello: error: ") and err.count("\n") == 1 and "cannot be read" in err
 
 
-def test_good_config_reaches_the_runner_with_out_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str], runner_calls: list) -> None:
+def test_good_config_reaches_the_runner_with_out_dir(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], runner_calls: list
+) -> None:
     path = tmp_path / "config.yaml"
     path.write_text("federation:\n  rounds: 4\n")
     out_dir = tmp_path / "run"
@@ -229,7 +285,12 @@ def test_empty_file_is_the_defaults(tmp_path: Path) -> None:
     [
         [],
         ["ratio=6:3:1", "budgets=[2, 0.75, 1.0]", "lr=1e-3", "max_grad_norm=1.0", "seed=7"],
-        ["strategy=fim", "allocation.params.every=0.5", "allocation.params.tier_weights=[1, 4]", "lora.target_modules=[query]"],
+        [
+            "strategy=fim",
+            "allocation.params.every=0.5",
+            "allocation.params.tier_weights=[1, 4]",
+            "lora.target_modules=[query]",
+        ],
     ],
 )
 def test_config_to_yaml_round_trips(overrides: list[str]) -> None:

@@ -16,9 +16,12 @@ def test_logits_are_scaled_cosines_and_ignore_the_feature_norm() -> None:
     linear = torch.nn.Linear(5, 3)
     head = CosineClassifier(linear, scale=16.0)
     features = torch.randn(4, 5)
-    by_hand = torch.stack([
-        torch.stack([16.0 * F.cosine_similarity(feature, row, dim=0) for row in linear.weight]) for feature in features
-    ])
+    by_hand = torch.stack(
+        [
+            torch.stack([16.0 * F.cosine_similarity(feature, row, dim=0) for row in linear.weight])
+            for feature in features
+        ]
+    )
     torch.testing.assert_close(head(features), by_hand)
     torch.testing.assert_close(head(7.5 * features), by_hand)
     assert head(features).abs().max() <= 16.0 + 1e-5

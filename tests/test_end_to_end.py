@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from fedhello.config import load_config
-from fedhello.tasks import EvaluationSettings
 from fedhello.outputs.run_writer import read_jsonl
 from fedhello.runner import prepare_task, run_experiment
+from fedhello.tasks import EvaluationSettings
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +41,9 @@ def small_config(*extra: str):
 
 def untrained_accuracy(config) -> float:
     task = prepare_task(config)
-    return task.federated.task.evaluate(task.federated, task.test, np.arange(len(task.test)), EvaluationSettings(64))["accuracy"]
+    return task.federated.task.evaluate(task.federated, task.test, np.arange(len(task.test)), EvaluationSettings(64))[
+        "accuracy"
+    ]
 
 
 def test_fedhello_strategy_learns_and_writes_every_output(tmp_path):
@@ -88,8 +90,16 @@ def test_fedhello_strategy_learns_and_writes_every_output(tmp_path):
         order = np.argsort(record["scores"])
         assert np.all(np.diff(np.asarray(record["tiers"])[order]) >= 0)  # tiers follow the scores
 
-    for name in ("config.yaml", "summary.md", "partition.csv", "learning_curves.png", "allocation_heatmap.png",
-                 "layer_counts.png", "fisher_scores.png", "partition.png"):
+    for name in (
+        "config.yaml",
+        "summary.md",
+        "partition.csv",
+        "learning_curves.png",
+        "allocation_heatmap.png",
+        "layer_counts.png",
+        "fisher_scores.png",
+        "partition.png",
+    ):
         assert (out / name).stat().st_size > 0, name
     assert any((out / "tensorboard").iterdir())
     assert load_config(path=out / "config.yaml") == config
@@ -115,8 +125,13 @@ def _comparable(path):
 
 def test_same_config_and_seed_reproduce_the_same_numbers(tmp_path):
     # Evaluation is most of a short run's time and reproduces like training does: 100 test samples suffice.
-    overrides = ["federation.rounds=2", "allocation.strategy=rgd", "evaluation.every=1", "data.max_train_samples=600",
-                 "data.max_test_samples=100"]
+    overrides = [
+        "federation.rounds=2",
+        "allocation.strategy=rgd",
+        "evaluation.every=1",
+        "data.max_train_samples=600",
+        "data.max_test_samples=100",
+    ]
     first = run_experiment(small_config(*overrides), tmp_path / "a")
     second = run_experiment(small_config(*overrides), tmp_path / "b")
     assert _comparable(first.out_dir / "metrics.jsonl") == _comparable(second.out_dir / "metrics.jsonl")

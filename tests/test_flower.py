@@ -22,15 +22,27 @@ from fedhello.runner import run_experiment
 
 
 def flower_config(folder, *extra):
-    return load_config(overrides=[
-        f"model.name={folder}", "model.task=image_classification", "data.dataset=digits",
-        "federation.num_clients=3", "federation.clients_per_round=2", "federation.rounds=2",
-        "partition.scheme=iid", "fisher.proxy_size=32", "training.lr=0.02",
-        "allocation.params.fim_start=2", "allocation.params.fim_every=1",
-        "evaluation.every=1", "evaluation.subset_size=null",
-        "output.progress=false", "output.tensorboard=false", "output.plots=false",
-        *extra,
-    ])
+    return load_config(
+        overrides=[
+            f"model.name={folder}",
+            "model.task=image_classification",
+            "data.dataset=digits",
+            "federation.num_clients=3",
+            "federation.clients_per_round=2",
+            "federation.rounds=2",
+            "partition.scheme=iid",
+            "fisher.proxy_size=32",
+            "training.lr=0.02",
+            "allocation.params.fim_start=2",
+            "allocation.params.fim_every=1",
+            "evaluation.every=1",
+            "evaluation.subset_size=null",
+            "output.progress=false",
+            "output.tensorboard=false",
+            "output.plots=false",
+            *extra,
+        ]
+    )
 
 
 @pytest.fixture
@@ -65,14 +77,20 @@ def test_flower_simulation_equals_the_inprocess_engine(tiny_vit_folder, tmp_path
     for round_number, (ours, theirs) in enumerate(zip(inprocess_states, round_states), start=1):
         assert set(ours) == set(theirs)
         for name in ours:
-            torch.testing.assert_close(theirs[name], ours[name], rtol=1e-4, atol=1e-5, msg=f"round {round_number} {name}")
+            torch.testing.assert_close(
+                theirs[name], ours[name], rtol=1e-4, atol=1e-5, msg=f"round {round_number} {name}"
+            )
     assert any(not torch.equal(round_states[1][name], initial[name]) for name in initial)  # the model moved
 
-    assert _without_times(flower.out_dir / "allocations.jsonl") == _without_times(inprocess.out_dir / "allocations.jsonl")
+    assert _without_times(flower.out_dir / "allocations.jsonl") == _without_times(
+        inprocess.out_dir / "allocations.jsonl"
+    )
     flower_clients = _without_times(flower.out_dir / "clients.jsonl")
     inprocess_clients = _without_times(inprocess.out_dir / "clients.jsonl")
     for theirs, ours in zip(flower_clients, inprocess_clients, strict=True):
-        assert {k: v for k, v in theirs.items() if k != "train_loss"} == {k: v for k, v in ours.items() if k != "train_loss"}
+        assert {k: v for k, v in theirs.items() if k != "train_loss"} == {
+            k: v for k, v in ours.items() if k != "train_loss"
+        }
         assert theirs["train_loss"] == pytest.approx(ours["train_loss"], rel=1e-4)
     assert flower.final_eval.accuracy == pytest.approx(inprocess.final_eval.accuracy, abs=0.01)
     assert json.loads((flower.out_dir / "run_info.json").read_text())["engine"] == "flower"
@@ -104,8 +122,9 @@ def _running_in_group(group: int) -> list[int]:
 
 def test_deployment_on_loopback_completes_and_survives_a_killed_supernode(tiny_vit_folder, tmp_path):
     """A real SuperLink and two SuperNodes as processes; SuperNode 1 is SIGKILLed after round 1."""
-    config = flower_config(tiny_vit_folder, "federation.num_clients=2", "federation.rounds=3",
-                           "flower.round_timeout_s=150")
+    config = flower_config(
+        tiny_vit_folder, "federation.num_clients=2", "federation.rounds=3", "flower.round_timeout_s=150"
+    )
     run_dir = tmp_path / "run"
     app_dir = write_flower_app(config, run_dir, tmp_path / "app")
     deployment = LocalDeployment(tmp_path / "flower", num_nodes=2)

@@ -6,6 +6,7 @@ The same code path serves ViT-B/16 on CIFAR-100 for users with hub access (the p
 from __future__ import annotations
 
 import pytest
+
 from fedhello.config import load_config
 from fedhello.errors import ConfigError
 from fedhello.outputs.run_writer import read_jsonl
@@ -13,13 +14,25 @@ from fedhello.runner import prepare_task, run_experiment
 
 
 def vit_config(folder, *extra):
-    return load_config(overrides=[
-        f"model.name={folder}", "model.task=image_classification", "data.dataset=digits",
-        "federation.num_clients=6", "federation.clients_per_round=3", "federation.rounds=12",
-        "partition.scheme=iid", "fisher.proxy_size=32", "training.lr=0.02", "training.max_local_steps=10",
-        "evaluation.every=6", "evaluation.subset_size=null", "output.progress=false", "output.tensorboard=false",
-        *extra,
-    ])
+    return load_config(
+        overrides=[
+            f"model.name={folder}",
+            "model.task=image_classification",
+            "data.dataset=digits",
+            "federation.num_clients=6",
+            "federation.clients_per_round=3",
+            "federation.rounds=12",
+            "partition.scheme=iid",
+            "fisher.proxy_size=32",
+            "training.lr=0.02",
+            "training.max_local_steps=10",
+            "evaluation.every=6",
+            "evaluation.subset_size=null",
+            "output.progress=false",
+            "output.tensorboard=false",
+            *extra,
+        ]
+    )
 
 
 def test_image_batches_match_the_processor(tiny_vit_folder):
@@ -32,8 +45,12 @@ def test_image_batches_match_the_processor(tiny_vit_folder):
 
 
 def test_fedhello_on_a_vision_transformer_learns(tiny_vit_folder, tmp_path):
-    config = vit_config(tiny_vit_folder, "allocation.strategy=fedhello", "allocation.params.fim_start=4",
-                        "allocation.params.fim_every=4")
+    config = vit_config(
+        tiny_vit_folder,
+        "allocation.strategy=fedhello",
+        "allocation.params.fim_start=4",
+        "allocation.params.fim_every=4",
+    )
     outcome = run_experiment(config, tmp_path / "run")
     assert outcome.final_eval.accuracy >= 0.35  # chance is 0.10
     assert [record["round"] for record in read_jsonl(tmp_path / "run" / "fisher.jsonl")] == [4, 8, 12]
@@ -47,8 +64,9 @@ def test_task_must_fit_the_dataset(tiny_vit_folder):
 def test_cosine_classifier_from_the_config_and_clients_skip_the_cost_probe(tiny_vit_folder):
     from fedhello.tasks.classification import CosineClassifier
 
-    config = vit_config(tiny_vit_folder, "model.classifier=cosine", "model.cosine_scale=12",
-                        "groups.budgets=['1GiB', '1GiB', '1GiB']")
+    config = vit_config(
+        tiny_vit_folder, "model.classifier=cosine", "model.cosine_scale=12", "groups.budgets=['1GiB', '1GiB', '1GiB']"
+    )
     server_side = prepare_task(config)
     head = server_side.federated.model.get_submodule("base_model.model.classifier")
     assert isinstance(head, CosineClassifier) and head.scale == 12

@@ -58,7 +58,10 @@ def test_batch_trims_to_the_longest_sequence(hand_made_split) -> None:
     longer = len(PROMPT_TOKENS[0]) + len(ANSWER_TOKENS[0])
     alone = hand_made_split.batch([1])
     assert {name: tuple(tensor.shape) for name, tensor in alone.items()} == {
-        "input_ids": (1, shorter), "attention_mask": (1, shorter), "labels": (1, shorter)}
+        "input_ids": (1, shorter),
+        "attention_mask": (1, shorter),
+        "labels": (1, shorter),
+    }
     both = hand_made_split.batch(np.array([1, 0]))
     assert both["input_ids"].shape == (2, longer)
     assert both["attention_mask"][0].tolist() == [1] * shorter + [0] * (longer - shorter)
@@ -106,8 +109,10 @@ def test_system_prompt_replaces_the_default(chat_tokenizer) -> None:
 
 
 def test_a_template_without_the_prefix_property_is_refused(chat_tokenizer) -> None:
-    chat_tokenizer.chat_template = ("{% for message in messages %}{{ message['content'] }}{% endfor %}"
-                                    "{% if add_generation_prompt %}{{ ' assistant' }}{% endif %}")
+    chat_tokenizer.chat_template = (
+        "{% for message in messages %}{{ message['content'] }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ ' assistant' }}{% endif %}"
+    )
     with pytest.raises(ConfigError, match="model.name"):
         encode_instructions(chat_tokenizer, ["Hello"], ["Hi"], [0], max_length=64)
 
@@ -119,7 +124,9 @@ def test_smollm2_template_splits_prompt_and_answer() -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_source("smollm2-135m"))
     responses = ["Paris is the capital of France.", "Hi!"]
-    split = encode_instructions(tokenizer, ["What is the capital of France?", "Hello"], responses, [0, 1], max_length=128)
+    split = encode_instructions(
+        tokenizer, ["What is the capital of France?", "Hello"], responses, [0, 1], max_length=128
+    )
     for row, response in enumerate(responses):
         answer = split.input_ids[row][split.labels[row] != IGNORE_INDEX]
         assert tokenizer.decode(answer) == response + "<|im_end|>"
@@ -147,11 +154,14 @@ def test_chatterbot_counts_and_categories() -> None:
 
 
 def test_chatterbot_pairs_are_consecutive_turns() -> None:
-    document = {"categories": ["greetings", "other"], "conversations": [
-        ["Hello", "Hi", 1984, None, "Bye"],
-        "a question and its answer merged by a missing dash",
-        ["  Alone  "],
-    ]}
+    document = {
+        "categories": ["greetings", "other"],
+        "conversations": [
+            ["Hello", "Hi", 1984, None, "Bye"],
+            "a question and its answer merged by a missing dash",
+            ["  Alone  "],
+        ],
+    }
     pairs = chatterbot_pairs(document, "stem")
     assert pairs == [InstructionPair("Hello", "Hi", "greetings"), InstructionPair("Hi", "1984", "greetings")]
     assert chatterbot_pairs({"conversations": [["a", "b"]]}, "stem")[0].category == "stem"
@@ -167,14 +177,23 @@ def test_repeats_are_dropped_and_split_is_per_category() -> None:
 
 
 def test_dolly_row_to_pair() -> None:
-    row = {"instruction": "Summarise the text. ", "context": "Cats sit.", "response": " Cats sit. ", "category": "summarization"}
-    assert dolly_pair(row) == InstructionPair("Summarise the text.\n\nContext:\nCats sit.", "Cats sit.", "summarization")
+    row = {
+        "instruction": "Summarise the text. ",
+        "context": "Cats sit.",
+        "response": " Cats sit. ",
+        "category": "summarization",
+    }
+    assert dolly_pair(row) == InstructionPair(
+        "Summarise the text.\n\nContext:\nCats sit.", "Cats sit.", "summarization"
+    )
     assert dolly_pair({**row, "context": ""}).prompt == "Summarise the text."
 
 
 def test_natural_instructions_row_to_pair_and_cap() -> None:
     row = {"definition": "Answer yes or no.", "inputs": "Is a cat a dog?", "targets": "no", "task_name": "task1_yes_no"}
-    assert natural_instructions_pair(row) == InstructionPair("Answer yes or no.\n\nIs a cat a dog?", "no", "task1_yes_no")
+    assert natural_instructions_pair(row) == InstructionPair(
+        "Answer yes or no.\n\nIs a cat a dog?", "no", "task1_yes_no"
+    )
     tasks = ["a", "b", "a", "a", "b"]
     kept = capped_positions(tasks, 2, seed=0)
     assert sorted(tasks[position] for position in kept) == ["a", "a", "b", "b"]

@@ -10,7 +10,17 @@ from fedhello.models.lora import detect_target_modules
 
 EXPECTED_TARGETS = {"bert": ["query", "value"], "llama": ["q_proj", "v_proj"], "vit": ["q_proj", "v_proj"]}
 
-CASES = [("bert", 2), ("bert", 5), ("bert", 12), ("llama", 2), ("llama", 5), ("llama", 12), ("vit", 2), ("vit", 5), ("vit", 12)]
+CASES = [
+    ("bert", 2),
+    ("bert", 5),
+    ("bert", 12),
+    ("llama", 2),
+    ("llama", 5),
+    ("llama", 12),
+    ("vit", 2),
+    ("vit", 5),
+    ("vit", 12),
+]
 
 
 @pytest.mark.parametrize("arch", ["bert", "llama", "vit"])
@@ -67,7 +77,9 @@ def test_no_substring_layer_confusion_with_12_layers(tiny_federated, arch):
     container = layer_map.container
     parameters = dict(federated.model.named_parameters())
     for index in (1, 10, 11):
-        expected = {id(p) for n, p in federated.model.get_submodule(f"{container}.{index}").named_parameters() if "lora_" in n}
+        expected = {
+            id(p) for n, p in federated.model.get_submodule(f"{container}.{index}").named_parameters() if "lora_" in n
+        }
         assert {id(parameters[name]) for name in layer_map.layers[index]} == expected
         assert len(expected) == 4
     late = {id(parameters[name]) for name in layer_map.layers[10] + layer_map.layers[11]}

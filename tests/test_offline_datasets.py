@@ -11,8 +11,8 @@ import torch
 
 from fedhello.config import load_config
 from fedhello.data.datasets import load_dataset
-from fedhello.tasks import task_for
 from fedhello.models.sources import resolve_model_source
+from fedhello.tasks import task_for
 
 
 def test_rotten_tomatoes_sizes_and_labels():
@@ -36,7 +36,10 @@ def test_smollm2_is_dequantised_once_and_loads_as_a_30_layer_decoder(tmp_path, m
     federated = task_for("sequence_classification").load_model(config, 2, torch.device("cpu"))
     assert (folder / "model.safetensors").stat().st_mtime_ns == stamp  # the cache was reused
     assert federated.layer_map.num_layers == 30
-    assert {name.split(".lora_")[0].rsplit(".", 1)[-1] for name in federated.layer_map.all_names} == {"q_proj", "v_proj"}
+    assert {name.split(".lora_")[0].rsplit(".", 1)[-1] for name in federated.layer_map.all_names} == {
+        "q_proj",
+        "v_proj",
+    }
     assert federated.preprocessor.chat_template
 
 

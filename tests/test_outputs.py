@@ -59,15 +59,21 @@ ROUNDS = [
 ]
 
 ALLOCATIONS = [
-    {"round": 0, "clients": [
-        {"client": 0, "group": 0, "layers": [0, 1, 2, 3]},
-        {"client": 1, "group": 1, "layers": [2, 3]},
-    ]},
-    {"round": 2, "clients": [
-        {"client": 2, "group": 2, "layers": [3]},
-        {"client": 0, "group": 0, "layers": [0, 3]},
-        {"client": 1, "group": 1, "layers": [1, 3]},
-    ]},
+    {
+        "round": 0,
+        "clients": [
+            {"client": 0, "group": 0, "layers": [0, 1, 2, 3]},
+            {"client": 1, "group": 1, "layers": [2, 3]},
+        ],
+    },
+    {
+        "round": 2,
+        "clients": [
+            {"client": 2, "group": 2, "layers": [3]},
+            {"client": 0, "group": 0, "layers": [0, 3]},
+            {"client": 1, "group": 1, "layers": [1, 3]},
+        ],
+    },
 ]
 
 FISHER = [
@@ -121,9 +127,20 @@ def test_run_writer_metrics_jsonl_and_csv(tmp_path: Path) -> None:
 
 def test_run_writer_side_logs_round_trip(tmp_path: Path) -> None:
     clients = [
-        {"round": 1, "client": c, "group": c % 3, "layers": [0, 1], "trainable_params": 4096,
-         "local_steps": 10, "num_samples": 50 + c, "train_loss": 1.0 + c, "wall_time_s": 0.5,
-         "bytes_down": 100, "bytes_up": 50, "activation_bytes": 1 << 20}
+        {
+            "round": 1,
+            "client": c,
+            "group": c % 3,
+            "layers": [0, 1],
+            "trainable_params": 4096,
+            "local_steps": 10,
+            "num_samples": 50 + c,
+            "train_loss": 1.0 + c,
+            "wall_time_s": 0.5,
+            "bytes_down": 100,
+            "bytes_up": 50,
+            "activation_bytes": 1 << 20,
+        }
         for c in range(3)
     ]
     with RunWriter(tmp_path, tensorboard=False) as writer:
@@ -154,8 +171,16 @@ def test_run_writer_tensorboard_scalars(tmp_path: Path) -> None:
     acc = EventAccumulator(str(tb_dir))
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
-    expected = {"train/loss", "comm/bytes_down", "comm/bytes_up", "time/round_s",
-                "eval/accuracy", "eval/macro_f1", "eval/micro_f1", "eval/loss"}
+    expected = {
+        "train/loss",
+        "comm/bytes_down",
+        "comm/bytes_up",
+        "time/round_s",
+        "eval/accuracy",
+        "eval/macro_f1",
+        "eval/micro_f1",
+        "eval/loss",
+    }
     assert expected <= tags
     assert [e.step for e in acc.Scalars("train/loss")] == [1, 2, 3, 4, 5]
     accs = acc.Scalars("eval/accuracy")
@@ -164,12 +189,14 @@ def test_run_writer_tensorboard_scalars(tmp_path: Path) -> None:
 
 
 def test_allocation_matrix_exact() -> None:
-    expected = np.array([
-        [1, 0, 1],
-        [1, 0, 1],
-        [2, 0, 0],
-        [2, 0, 3],
-    ])
+    expected = np.array(
+        [
+            [1, 0, 1],
+            [1, 0, 1],
+            [2, 0, 0],
+            [2, 0, 3],
+        ]
+    )
     np.testing.assert_array_equal(allocation_matrix(ALLOCATIONS, 4), expected)
     padded = allocation_matrix(ALLOCATIONS, 4, num_rounds=5)
     assert padded.shape == (4, 5)

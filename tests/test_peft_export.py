@@ -18,13 +18,26 @@ from fedhello.runner import run_experiment
 
 
 def test_saved_adapter_reloads_and_reproduces_the_final_evaluation(tiny_vit_folder, tmp_path, one_torch_thread):
-    config = load_config(overrides=[
-        f"model.name={tiny_vit_folder}", "model.task=image_classification", "data.dataset=digits",
-        "data.max_test_samples=24", "federation.num_clients=4", "federation.clients_per_round=2",
-        "federation.rounds=2", "partition.scheme=iid", "fisher.proxy_size=16", "allocation.strategy=fedra",
-        "training.lr=0.05", "training.max_local_steps=5", "evaluation.subset_size=null",
-        "output.progress=false", "output.tensorboard=false", "output.plots=false",
-    ])
+    config = load_config(
+        overrides=[
+            f"model.name={tiny_vit_folder}",
+            "model.task=image_classification",
+            "data.dataset=digits",
+            "data.max_test_samples=24",
+            "federation.num_clients=4",
+            "federation.clients_per_round=2",
+            "federation.rounds=2",
+            "partition.scheme=iid",
+            "fisher.proxy_size=16",
+            "allocation.strategy=fedra",
+            "training.lr=0.05",
+            "training.max_local_steps=5",
+            "evaluation.subset_size=null",
+            "output.progress=false",
+            "output.tensorboard=false",
+            "output.plots=false",
+        ]
+    )
     outcome = run_experiment(config, tmp_path / "run")
     adapter = tmp_path / "run" / "adapter"
     assert json.loads((adapter / "adapter_config.json").read_text())["peft_type"] == "LORA"
@@ -44,4 +57,6 @@ def test_saved_adapter_reloads_and_reproduces_the_final_evaluation(tiny_vit_fold
     assert accuracy == pytest.approx(outcome.final_eval.accuracy)
     assert loss == pytest.approx(outcome.final_eval.loss, abs=1e-5)
     with torch.inference_mode(), model.disable_adapter():  # the LoRA factors matter: without them the loss differs
-        assert abs(F.cross_entropy(model(pixel_values=batch["pixel_values"]).logits, batch["labels"]).item() - loss) > 1e-3
+        assert (
+            abs(F.cross_entropy(model(pixel_values=batch["pixel_values"]).logits, batch["labels"]).item() - loss) > 1e-3
+        )

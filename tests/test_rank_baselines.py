@@ -17,10 +17,10 @@ from fedhello.allocation.ranks import budget_ranks
 from fedhello.allocation.registry import build_strategy
 from fedhello.allocation.strategies.flexlora import svd_factors
 from fedhello.config import build_config
-from fedhello.models.layers import LayerMap
 from fedhello.federation.inprocess import MemoryLog, build_inprocess_engine
+from fedhello.models.layers import LayerMap
 from fedhello.preparation import FederatedTask
-from fedhello.tensor_state import merged_delta_key, pad_factor, state_bytes
+from fedhello.tensor_state import merged_delta_key, state_bytes
 from fedhello.training import LocalTrainingSettings, train_locally
 
 IN, OUT, RANK = 4, 5, 3
@@ -46,7 +46,9 @@ def bound(name: str, params: dict, layout: ModelLayout):
     return strategy
 
 
-def context(slots: list[ClientSlot], budgets: list[int], num_layers: int = 1, round_number: int = 1) -> AllocationContext:
+def context(
+    slots: list[ClientSlot], budgets: list[int], num_layers: int = 1, round_number: int = 1
+) -> AllocationContext:
     return AllocationContext(
         round=round_number,
         total_rounds=5,
@@ -105,10 +107,16 @@ def _hetlora_round(params: dict):
     generator = torch.Generator().manual_seed(5)
     down0 = strategy.downlink(state, ClientSlot(0, 0, 1), 1)
     down1 = strategy.downlink(state, ClientSlot(1, 1, 1), 3)
-    d0 = {"a0": torch.randn(1, IN, generator=generator), "b0": torch.randn(OUT, 1, generator=generator),
-          "h": torch.randn(2, generator=generator)}
-    d1 = {"a0": torch.randn(3, IN, generator=generator), "b0": torch.randn(OUT, 3, generator=generator),
-          "h": torch.randn(2, generator=generator)}
+    d0 = {
+        "a0": torch.randn(1, IN, generator=generator),
+        "b0": torch.randn(OUT, 1, generator=generator),
+        "h": torch.randn(2, generator=generator),
+    }
+    d1 = {
+        "a0": torch.randn(3, IN, generator=generator),
+        "b0": torch.randn(OUT, 3, generator=generator),
+        "h": torch.randn(2, generator=generator),
+    }
     updates = [ClientUpdate(0, d0, 10), ClientUpdate(1, d1, 30)]
     new = strategy.aggregate(state, updates, "samples")
     local0 = {name: down0[name] + d0[name] for name in d0}
@@ -143,7 +151,9 @@ def test_hetlora_aggregate_zero_pads_and_weights(weighting, explicit):
 
 @pytest.mark.parametrize("weighting", ["norm", "samples"])
 def test_hetlora_contributors_averages_each_component_over_the_clients_that_trained_it(weighting):
-    state, new, local0, local1, d0, d1 = _hetlora_round({"ranks": [1, 3], "weighting": weighting, "normalize": "contributors"})
+    state, new, local0, local1, d0, d1 = _hetlora_round(
+        {"ranks": [1, 3], "weighting": weighting, "normalize": "contributors"}
+    )
     if weighting == "norm":
         n0 = fro(local0["b0"] @ local0["a0"])
         n1 = fro(local1["b0"] @ local1["a0"])
@@ -224,10 +234,16 @@ def test_flexlora_aggregates_products(weighting):
     assert torch.equal(down1["a0"], state["a0"][:2]) and torch.equal(down1["b0"], torch.zeros(OUT, 2))
 
     generator = torch.Generator().manual_seed(7)
-    d0 = {"a0": torch.randn(1, IN, generator=generator), "b0": torch.randn(OUT, 1, generator=generator),
-          "h": torch.randn(2, generator=generator)}
-    d1 = {"a0": torch.randn(2, IN, generator=generator), "b0": torch.randn(OUT, 2, generator=generator),
-          "h": torch.randn(2, generator=generator)}
+    d0 = {
+        "a0": torch.randn(1, IN, generator=generator),
+        "b0": torch.randn(OUT, 1, generator=generator),
+        "h": torch.randn(2, generator=generator),
+    }
+    d1 = {
+        "a0": torch.randn(2, IN, generator=generator),
+        "b0": torch.randn(OUT, 2, generator=generator),
+        "h": torch.randn(2, generator=generator),
+    }
     new = strategy.aggregate(state, [ClientUpdate(0, d0, 10), ClientUpdate(1, d1, 30)], weighting)
     w0, w1 = (0.25, 0.75) if weighting == "samples" else (0.5, 0.5)
     p0 = (down0["b0"] + d0["b0"]) @ (down0["a0"] + d0["a0"])
@@ -249,8 +265,9 @@ def test_flexlora_server_product_beyond_full_rank():
     state = strategy.client_start(layout.initial_state)
     generator = torch.Generator().manual_seed(9)
     downs = [strategy.downlink(state, ClientSlot(c, c, 1), 3) for c in (0, 1)]
-    deltas = [{"a0": torch.randn(3, IN, generator=generator), "b0": torch.randn(OUT, 3, generator=generator)}
-              for _ in (0, 1)]
+    deltas = [
+        {"a0": torch.randn(3, IN, generator=generator), "b0": torch.randn(OUT, 3, generator=generator)} for _ in (0, 1)
+    ]
     new = strategy.aggregate(state, [ClientUpdate(c, deltas[c], 20) for c in (0, 1)], "samples")
     expected = sum(0.5 * (downs[c]["b0"] + deltas[c]["b0"]) @ (downs[c]["a0"] + deltas[c]["a0"]) for c in (0, 1))
     singular = torch.linalg.svdvals(expected.double())
@@ -292,21 +309,25 @@ def test_merged_deltas_evaluate_w0_plus_delta_and_restore(tiny_federated, lora_r
 
 def _tiny_task(federated, encoded_split):
     train, test = encoded_split(32, seed=0), encoded_split(12, seed=1)
-    return FederatedTask(federated, train, test, None, [np.arange(i * 8, (i + 1) * 8) for i in range(4)], ("x", "y", "z"))
+    return FederatedTask(
+        federated, train, test, None, [np.arange(i * 8, (i + 1) * 8) for i in range(4)], ("x", "y", "z")
+    )
 
 
 def _tiny_config(strategy, params=None, rounds=1, clients_per_round=4, **sections):
-    return build_config({
-        "device": "cpu",
-        "federation": {"num_clients": 4, "clients_per_round": clients_per_round, "rounds": rounds},
-        "groups": {"budgets": [1, 2], "ratio": "1:1"},
-        "allocation": {"strategy": strategy, "params": params or {}},
-        "fisher": {"proxy_size": 0},
-        "training": {"batch_size": 4, "max_local_steps": 2},
-        "evaluation": {"subset_size": None},
-        "output": {"tensorboard": False, "plots": False, "progress": False},
-        **sections,
-    })
+    return build_config(
+        {
+            "device": "cpu",
+            "federation": {"num_clients": 4, "clients_per_round": clients_per_round, "rounds": rounds},
+            "groups": {"budgets": [1, 2], "ratio": "1:1"},
+            "allocation": {"strategy": strategy, "params": params or {}},
+            "fisher": {"proxy_size": 0},
+            "training": {"batch_size": 4, "max_local_steps": 2},
+            "evaluation": {"subset_size": None},
+            "output": {"tensorboard": False, "plots": False, "progress": False},
+            **sections,
+        }
+    )
 
 
 def test_local_models_live_with_their_clients(tiny_federated, encoded_split):
@@ -379,9 +400,12 @@ def test_reset_head_reproduces_the_reference(tiny_federated, encoded_split):
 
 
 def _mask_run(federated, masks, names, split):
-    settings = LocalTrainingSettings(lr=1e-2, weight_decay=0.0, batch_size=4, local_epochs=1, max_local_steps=3,
-                                     max_grad_norm=1.0)
-    train_locally(federated, split, np.arange(12), names, settings, torch.Generator().manual_seed(0), gradient_masks=masks)
+    settings = LocalTrainingSettings(
+        lr=1e-2, weight_decay=0.0, batch_size=4, local_epochs=1, max_local_steps=3, max_grad_norm=1.0
+    )
+    train_locally(
+        federated, split, np.arange(12), names, settings, torch.Generator().manual_seed(0), gradient_masks=masks
+    )
     return federated.state(names)
 
 

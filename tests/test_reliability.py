@@ -144,7 +144,9 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_result(reference, tmp_path, 
     run = tmp_path / "run"
     result = subprocess.run(
         [sys.executable, str(script), point, str(at), "run", "--config", str(config_path), "--out", str(run)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == -9, result.stderr[-2000:]
     assert read_status(run)["status"] == "running"
@@ -193,14 +195,19 @@ REASONS = {
 }
 
 
-def test_faulty_clients_are_excluded_and_an_empty_round_keeps_the_model(tiny_vit_folder, tmp_path, one_torch_thread) -> None:
+def test_faulty_clients_are_excluded_and_an_empty_round_keeps_the_model(
+    tiny_vit_folder, tmp_path, one_torch_thread
+) -> None:
     # 8 clients, all sampled: round 1 clients 0-3 and round 2 clients 4-7 misbehave (50%, each
     # kind once), round 3 every client fails (an empty round), round 4 is clean.
     faults = [{"clients": [index], "kind": kind, "rounds": [1 + index // 4]} for index, kind in enumerate(FAULT_KINDS)]
     faults.append({"clients": list(range(8)), "kind": "raise", "rounds": [3]})
     data = tiny_config_data(
-        tiny_vit_folder, federation={"num_clients": 8, "clients_per_round": 8, "rounds": 4},
-        training={"head": "aggregate"}, faults=faults, checkpoint={"every": 1},
+        tiny_vit_folder,
+        federation={"num_clients": 8, "clients_per_round": 8, "rounds": 4},
+        training={"head": "aggregate"},
+        faults=faults,
+        checkpoint={"every": 1},
     )
     data["allocation"] = {"strategy": "gd", "params": {}}
     run = tmp_path / "run"
@@ -209,7 +216,7 @@ def test_faulty_clients_are_excluded_and_an_empty_round_keeps_the_model(tiny_vit
     rounds = strict_records(run / "metrics.jsonl")
     clients = strict_records(run / "clients.jsonl")
     assert [r["round"] for r in rounds] == [1, 2, 3, 4]
-    for round_number, faulty in ((1, range(0, 4)), (2, range(4, 8))):
+    for round_number, faulty in ((1, range(4)), (2, range(4, 8))):
         dropped = {d["client"]: d["reason"] for d in rounds[round_number - 1]["dropped"]}
         assert set(dropped) == set(faulty)
         for client in faulty:
@@ -225,8 +232,13 @@ def test_faulty_clients_are_excluded_and_an_empty_round_keeps_the_model(tiny_vit
 
 
 def test_empty_round_leaves_the_global_model_unchanged(tiny_vit_folder, tmp_path, one_torch_thread) -> None:
-    data = tiny_config_data(tiny_vit_folder, federation={"rounds": 2}, training={"head": "aggregate"},
-                            checkpoint={"every": 1}, faults=[{"clients": list(range(6)), "kind": "nan", "rounds": [2]}])
+    data = tiny_config_data(
+        tiny_vit_folder,
+        federation={"rounds": 2},
+        training={"head": "aggregate"},
+        checkpoint={"every": 1},
+        faults=[{"clients": list(range(6)), "kind": "nan", "rounds": [2]}],
+    )
     run = tmp_path / "run"
     run_experiment(load_config(path=write_config(tmp_path / "c.yaml", data)), run)
     after_round_2 = load_file(run / "adapter.safetensors")
@@ -294,68 +306,207 @@ def _interrupted(run: Path) -> None:
 # {out} = a fresh output path, {run} = a copy of a finished run, {file} = an existing file,
 # {foreign} = a non-empty folder that is not a run; `prepare` changes the run copy first.
 BAD_INPUTS = [
-    ("missing-model-folder", ["run", "--config", "{config}", "--out", "{out}", "--set", "model.name=/no/such/model"],
-     None, ["'model.name'", "/no/such/model", "does not exist"]),
-    ("unknown-hub-id-offline", ["run", "--config", "{config}", "--out", "{out}", "--set", "model.name=no-such-org/no-model-xyz"],
-     None, ["'model.name'", "cannot load 'no-such-org/no-model-xyz'"]),
-    ("target-modules-match-nothing", ["run", "--config", "{config}", "--out", "{out}", "--set", "lora.target_modules=[nomatch]"],
-     None, ["'lora.target_modules'", "nomatch", "match no module"]),
-    ("ratio-nan", ["run", "--config", "{config}", "--out", "{out}", "--set", "groups.ratio=1:nan:1"],
-     None, ["'groups.ratio'", "positive"]),
-    ("lora-alpha-inf", ["run", "--config", "{config}", "--out", "{out}", "--set", "lora.alpha=.inf"],
-     None, ["'lora.alpha'", "finite"]),
-    ("lr-nan", ["run", "--config", "{config}", "--out", "{out}", "--set", "training.lr=.nan"], None, ["'training.lr'", "finite"]),
-    ("partition-empty-client", ["run", "--config", "{config}", "--out", "{out}", "--set", "partition.scheme=pathological",
-                                "--set", "classes_per_client=1", "--set", "min_per_client=0", "--set", "num_clients=50"],
-     None, ["'partition'", "no training samples"]),
+    (
+        "missing-model-folder",
+        ["run", "--config", "{config}", "--out", "{out}", "--set", "model.name=/no/such/model"],
+        None,
+        ["'model.name'", "/no/such/model", "does not exist"],
+    ),
+    (
+        "unknown-hub-id-offline",
+        ["run", "--config", "{config}", "--out", "{out}", "--set", "model.name=no-such-org/no-model-xyz"],
+        None,
+        ["'model.name'", "cannot load 'no-such-org/no-model-xyz'"],
+    ),
+    (
+        "target-modules-match-nothing",
+        ["run", "--config", "{config}", "--out", "{out}", "--set", "lora.target_modules=[nomatch]"],
+        None,
+        ["'lora.target_modules'", "nomatch", "match no module"],
+    ),
+    (
+        "ratio-nan",
+        ["run", "--config", "{config}", "--out", "{out}", "--set", "groups.ratio=1:nan:1"],
+        None,
+        ["'groups.ratio'", "positive"],
+    ),
+    (
+        "lora-alpha-inf",
+        ["run", "--config", "{config}", "--out", "{out}", "--set", "lora.alpha=.inf"],
+        None,
+        ["'lora.alpha'", "finite"],
+    ),
+    (
+        "lr-nan",
+        ["run", "--config", "{config}", "--out", "{out}", "--set", "training.lr=.nan"],
+        None,
+        ["'training.lr'", "finite"],
+    ),
+    (
+        "partition-empty-client",
+        [
+            "run",
+            "--config",
+            "{config}",
+            "--out",
+            "{out}",
+            "--set",
+            "partition.scheme=pathological",
+            "--set",
+            "classes_per_client=1",
+            "--set",
+            "min_per_client=0",
+            "--set",
+            "num_clients=50",
+        ],
+        None,
+        ["'partition'", "no training samples"],
+    ),
     ("out-is-a-file", ["run", "--config", "{config}", "--out", "{file}"], None, ["'output.dir'", "is a file"]),
-    ("out-under-a-file", ["run", "--config", "{config}", "--out", "{file}/sub"], None, ["'output.dir'", "not a writable directory"]),
-    ("out-foreign-folder", ["run", "--config", "{config}", "--out", "{foreign}"], None, ["'output.dir'", "not a fedhello run directory"]),
-    ("out-existing-run", ["run", "--config", "{config}", "--out", "{run}"], None, ["already holds a run", "fedhello resume"]),
+    (
+        "out-under-a-file",
+        ["run", "--config", "{config}", "--out", "{file}/sub"],
+        None,
+        ["'output.dir'", "not a writable directory"],
+    ),
+    (
+        "out-foreign-folder",
+        ["run", "--config", "{config}", "--out", "{foreign}"],
+        None,
+        ["'output.dir'", "not a fedhello run directory"],
+    ),
+    (
+        "out-existing-run",
+        ["run", "--config", "{config}", "--out", "{run}"],
+        None,
+        ["already holds a run", "fedhello resume"],
+    ),
     ("name-escapes-runs", ["run", "--config", "{config}", "--set", "name=../../escape"], None, ["'name'", "runs/"]),
     ("name-with-separator", ["run", "--config", "{config}", "--set", "name=a/b"], None, ["'name'", "letters, digits"]),
-    ("misspelled-section-set", ["run", "--config", "{config}", "--out", "{out}", "--set", "federaton.rounds=3"],
-     None, ["no such config field", "did you mean 'federation.rounds'"]),
-    ("misspelled-field-set", ["run", "--config", "{config}", "--out", "{out}", "--set", "training.lrr=0.1"],
-     None, ["did you mean 'training.lr'"]),
-    ("fault-client-out-of-range", ["run", "--config", "{config}", "--out", "{out}", "--set", "faults=[{clients: [9], kind: nan}]"],
-     None, ["faults[0]", "client 9"]),
-    ("fault-unknown-kind", ["run", "--config", "{config}", "--out", "{out}", "--set", "faults=[{clients: [0], kind: melt}]"],
-     None, ["'faults.0.kind'", "'melt'"]),
-    ("fault-misspelled-key", ["run", "--config", "{config}", "--out", "{out}", "--set", "faults=[{clients: [0], kind: nan, round: [1]}]"],
-     None, ["'faults.0.round'", "did you mean 'rounds'"]),
-    ("checkpoint-every-zero", ["run", "--config", "{config}", "--out", "{out}", "--set", "checkpoint.every=0"],
-     None, ["'checkpoint.every'"]),
-    ("update-cap-zero", ["run", "--config", "{config}", "--out", "{out}", "--set", "max_update_bytes=0"],
-     None, ["'federation.max_update_bytes'"]),
-    ("unknown-dataset", ["run", "--config", "{config}", "--out", "{out}", "--set", "data.dataset=nope"], None, ["nope"]),
-    ("unknown-strategy", ["run", "--config", "{config}", "--out", "{out}", "--set", "strategy=magic"], None, ["'magic'"]),
-    ("unknown-pattern", ["run", "--config", "{config}", "--out", "{out}", "--set", "strategy=gd", "--set",
-                         "allocation.params.pattern=zigzag"], None, ["'allocation.params.pattern'"]),
-    ("plugin-missing", ["run", "--config", "{config}", "--out", "{out}", "--set", "allocation.plugins=[no_such_plugin_xyz]"],
-     None, ["'allocation.plugins'", "no_such_plugin_xyz"]),
+    (
+        "misspelled-section-set",
+        ["run", "--config", "{config}", "--out", "{out}", "--set", "federaton.rounds=3"],
+        None,
+        ["no such config field", "did you mean 'federation.rounds'"],
+    ),
+    (
+        "misspelled-field-set",
+        ["run", "--config", "{config}", "--out", "{out}", "--set", "training.lrr=0.1"],
+        None,
+        ["did you mean 'training.lr'"],
+    ),
+    (
+        "fault-client-out-of-range",
+        ["run", "--config", "{config}", "--out", "{out}", "--set", "faults=[{clients: [9], kind: nan}]"],
+        None,
+        ["faults[0]", "client 9"],
+    ),
+    (
+        "fault-unknown-kind",
+        ["run", "--config", "{config}", "--out", "{out}", "--set", "faults=[{clients: [0], kind: melt}]"],
+        None,
+        ["'faults.0.kind'", "'melt'"],
+    ),
+    (
+        "fault-misspelled-key",
+        ["run", "--config", "{config}", "--out", "{out}", "--set", "faults=[{clients: [0], kind: nan, round: [1]}]"],
+        None,
+        ["'faults.0.round'", "did you mean 'rounds'"],
+    ),
+    (
+        "checkpoint-every-zero",
+        ["run", "--config", "{config}", "--out", "{out}", "--set", "checkpoint.every=0"],
+        None,
+        ["'checkpoint.every'"],
+    ),
+    (
+        "update-cap-zero",
+        ["run", "--config", "{config}", "--out", "{out}", "--set", "max_update_bytes=0"],
+        None,
+        ["'federation.max_update_bytes'"],
+    ),
+    (
+        "unknown-dataset",
+        ["run", "--config", "{config}", "--out", "{out}", "--set", "data.dataset=nope"],
+        None,
+        ["nope"],
+    ),
+    (
+        "unknown-strategy",
+        ["run", "--config", "{config}", "--out", "{out}", "--set", "strategy=magic"],
+        None,
+        ["'magic'"],
+    ),
+    (
+        "unknown-pattern",
+        [
+            "run",
+            "--config",
+            "{config}",
+            "--out",
+            "{out}",
+            "--set",
+            "strategy=gd",
+            "--set",
+            "allocation.params.pattern=zigzag",
+        ],
+        None,
+        ["'allocation.params.pattern'"],
+    ),
+    (
+        "plugin-missing",
+        ["run", "--config", "{config}", "--out", "{out}", "--set", "allocation.plugins=[no_such_plugin_xyz]"],
+        None,
+        ["'allocation.plugins'", "no_such_plugin_xyz"],
+    ),
     ("config-is-a-folder", ["run", "--config", "{foreign}", "--out", "{out}"], None, ["cannot be read"]),
     ("report-truncated-jsonl", ["report", "{run}"], _truncated_metrics, ["metrics.jsonl line", "not a JSON record"]),
     ("report-binary-jsonl", ["report", "{run}"], _binary_metrics, ["metrics.jsonl", "not UTF-8"]),
     ("report-not-a-run", ["report", "{foreign}"], None, ["neither a run directory"]),
     ("resume-not-a-run", ["resume", "{foreign}"], None, ["not a fedhello run directory"]),
     ("resume-complete-run", ["resume", "{run}"], None, ["complete run", "nothing to resume"]),
-    ("resume-corrupted-tensors", ["resume", "{run}"], lambda run: (_interrupted(run), _corrupt_tensors(run)),
-     ["corrupted or foreign", "SHA-256", "not loaded"]),
-    ("resume-truncated-tensors", ["resume", "{run}"], lambda run: (_interrupted(run), _truncate_tensors(run)),
-     ["corrupted or foreign"]),
-    ("resume-foreign-checkpoint", ["resume", "{run}"], lambda run: (_interrupted(run), _foreign_state(run)),
-     ["corrupted or foreign", "different config.yaml"]),
-    ("resume-garbage-state", ["resume", "{run}"], lambda run: (_interrupted(run), _garbage_state(run)),
-     ["corrupted or foreign", "not JSON"]),
-    ("resume-not-a-checkpoint", ["resume", "{run}"], lambda run: (_interrupted(run), _not_a_checkpoint(run)),
-     ["corrupted or foreign", "not a fedhello checkpoint"]),
-    ("resume-changed-records", ["resume", "{run}"], lambda run: (_interrupted(run), _truncated_metrics(run)),
-     ["metrics.jsonl", "cannot resume"]),
+    (
+        "resume-corrupted-tensors",
+        ["resume", "{run}"],
+        lambda run: (_interrupted(run), _corrupt_tensors(run)),
+        ["corrupted or foreign", "SHA-256", "not loaded"],
+    ),
+    (
+        "resume-truncated-tensors",
+        ["resume", "{run}"],
+        lambda run: (_interrupted(run), _truncate_tensors(run)),
+        ["corrupted or foreign"],
+    ),
+    (
+        "resume-foreign-checkpoint",
+        ["resume", "{run}"],
+        lambda run: (_interrupted(run), _foreign_state(run)),
+        ["corrupted or foreign", "different config.yaml"],
+    ),
+    (
+        "resume-garbage-state",
+        ["resume", "{run}"],
+        lambda run: (_interrupted(run), _garbage_state(run)),
+        ["corrupted or foreign", "not JSON"],
+    ),
+    (
+        "resume-not-a-checkpoint",
+        ["resume", "{run}"],
+        lambda run: (_interrupted(run), _not_a_checkpoint(run)),
+        ["corrupted or foreign", "not a fedhello checkpoint"],
+    ),
+    (
+        "resume-changed-records",
+        ["resume", "{run}"],
+        lambda run: (_interrupted(run), _truncated_metrics(run)),
+        ["metrics.jsonl", "cannot resume"],
+    ),
 ]
 
 
-@pytest.mark.parametrize(("argv", "prepare", "expected"), [case[1:] for case in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS])
+@pytest.mark.parametrize(
+    ("argv", "prepare", "expected"), [case[1:] for case in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS]
+)
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(
     reference, tmp_path, monkeypatch, capsys, argv, prepare, expected, one_torch_thread
 ) -> None:
@@ -374,8 +525,13 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
     foreign = work / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("my notes\n")
-    places = {"config": str(config_path), "out": str(work / "new-run"), "run": str(run),
-              "file": str(work / "a-file.txt"), "foreign": str(foreign)}
+    places = {
+        "config": str(config_path),
+        "out": str(work / "new-run"),
+        "run": str(run),
+        "file": str(work / "a-file.txt"),
+        "foreign": str(foreign),
+    }
     before = _snapshot(work)
 
     def fill(arg: str) -> str:

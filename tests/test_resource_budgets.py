@@ -33,13 +33,18 @@ def test_cost_model_matches_measured_activation_bytes(arch, tiny_federated, enco
     federated = tiny_federated(arch, L)
     split = encoded_split(16, seq_len=32)
     costs = probe_costs(federated, split.batch(np.arange(16)), "fp32", key={})
-    settings = LocalTrainingSettings(lr=1e-3, weight_decay=0.0, batch_size=16, local_epochs=1, max_local_steps=1,
-                                     max_grad_norm=None)
+    settings = LocalTrainingSettings(
+        lr=1e-3, weight_decay=0.0, batch_size=16, local_epochs=1, max_local_steps=1, max_grad_norm=None
+    )
     for layers in ([5], [4, 5], [2, 5], [0, 3], [0, 2, 4], [1, 2, 3, 4, 5], list(range(L))):
         names = federated.layer_map.names_for(layers) + list(federated.head_names)
         measured = train_locally(federated, split, np.arange(16), names, settings, torch.Generator().manual_seed(0))
         predicted = costs.cost(layers).activation_bytes
-        assert abs(predicted - measured.activation_bytes) <= 0.1 * measured.activation_bytes, (layers, predicted, measured)
+        assert abs(predicted - measured.activation_bytes) <= 0.1 * measured.activation_bytes, (
+            layers,
+            predicted,
+            measured,
+        )
 
 
 def test_activation_bytes_fall_linearly_with_the_lowest_layer(tiny_federated, encoded_split):
@@ -47,8 +52,9 @@ def test_activation_bytes_fall_linearly_with_the_lowest_layer(tiny_federated, en
     costs = probe_costs(federated, encoded_split(8, seq_len=16).batch(np.arange(8)), "fp32", key={})
     steps = np.diff(costs.lowest_activation)
     assert np.all(steps < 0) and np.ptp(steps) <= 0.02 * abs(steps.mean())  # a per-layer constant
-    assert costs.cost(range(3, L)).relative_time == pytest.approx(1 / 3 + 2 / 3 * costs.cost(range(3, L)).activation_bytes
-                                                                  / costs.cost(range(L)).activation_bytes)
+    assert costs.cost(range(3, L)).relative_time == pytest.approx(
+        1 / 3 + 2 / 3 * costs.cost(range(3, L)).activation_bytes / costs.cost(range(L)).activation_bytes
+    )
 
 
 def test_cost_model_is_cached_by_key(tiny_vit_folder, tmp_path):
@@ -66,8 +72,17 @@ def test_cost_model_is_cached_by_key(tiny_vit_folder, tmp_path):
 # Budget strings
 
 
-@pytest.mark.parametrize("text, size", [("350MiB", 350 * 2**20), ("1.5GiB", 3 * 2**29), ("800MB", 800 * 10**6),
-                                        ("64 KiB", 65536), ("2kB", 2000), ("123B", 123)])
+@pytest.mark.parametrize(
+    "text, size",
+    [
+        ("350MiB", 350 * 2**20),
+        ("1.5GiB", 3 * 2**29),
+        ("800MB", 800 * 10**6),
+        ("64 KiB", 65536),
+        ("2kB", 2000),
+        ("123B", 123),
+    ],
+)
 def test_memory_sizes_parse(text, size):
     assert parse_memory(text) == size
 
@@ -132,9 +147,19 @@ def test_no_allocation_exceeds_its_clients_memory_budget(name, params):
         strategy = build_strategy(name, params)
         scores = np.random.default_rng(seed).random(L)
         for round_number in range(1, 6):
-            slots = [ClientSlot(client, client % 4, layer_budgets[client % 4], memory[client % 4]) for client in range(8)]
-            context = AllocationContext(round_number, 5, L, slots, layer_budgets, np.random.default_rng([seed, round_number]),
-                                        layer_scores=lambda: scores, costs=costs)
+            slots = [
+                ClientSlot(client, client % 4, layer_budgets[client % 4], memory[client % 4]) for client in range(8)
+            ]
+            context = AllocationContext(
+                round_number,
+                5,
+                L,
+                slots,
+                layer_budgets,
+                np.random.default_rng([seed, round_number]),
+                layer_scores=lambda: scores,
+                costs=costs,
+            )
             allocation = strategy.allocate(context)
             for slot in slots:
                 layers = allocation.layers[slot.client_id]
@@ -148,12 +173,21 @@ def test_no_allocation_exceeds_its_clients_memory_budget(name, params):
 def test_fisher_per_byte_buys_the_most_score_per_byte():
     mib = 2**20
     # Gradient and AdamW state dominate here (10 MiB per layer), so 27 MiB buys two layers.
-    costs = CostModel({}, [mib + mib * (L - layer) for layer in range(L)], [0] + [mib // 2] * (L - 1),
-                      [10 * mib] * L, [mib] * L, mib, mib)
+    costs = CostModel(
+        {},
+        [mib + mib * (L - layer) for layer in range(L)],
+        [0] + [mib // 2] * (L - 1),
+        [10 * mib] * L,
+        [mib] * L,
+        mib,
+        mib,
+    )
     strategy = build_strategy("fisher-per-byte", {})
     slot = ClientSlot(0, 0, 2, 27 * mib)
     scores = np.array([0.1, 0.1, 5.0, 0.1, 3.0, 0.1])
-    context = AllocationContext(1, 5, L, [slot], [2], np.random.default_rng(0), layer_scores=lambda: scores, costs=costs)
+    context = AllocationContext(
+        1, 5, L, [slot], [2], np.random.default_rng(0), layer_scores=lambda: scores, costs=costs
+    )
     assert strategy.allocate(context).layers[0] == (2, 4)  # deepest-first would give (4, 5)
     context.clients, context.round = [ClientSlot(0, 0, 1)], 2  # a layer-count budget caps the count
     assert strategy.allocate(context).layers[0] == (2,)
@@ -162,10 +196,23 @@ def test_fisher_per_byte_buys_the_most_score_per_byte():
 # ---------------------------------------------------------------------------------------
 # End to end: a tiny ViT run with memory budgets reports zero violations
 
-VIT = ["model.task=image_classification", "data.dataset=digits", "federation.num_clients=6",
-       "federation.clients_per_round=3", "federation.rounds=3", "partition.scheme=iid", "fisher.proxy_size=32",
-       "training.lr=0.02", "training.max_local_steps=2", "evaluation.every=3", "evaluation.subset_size=null",
-       "evaluation.final_size=100", "output.progress=false", "output.tensorboard=false", "output.plots=false"]
+VIT = [
+    "model.task=image_classification",
+    "data.dataset=digits",
+    "federation.num_clients=6",
+    "federation.clients_per_round=3",
+    "federation.rounds=3",
+    "partition.scheme=iid",
+    "fisher.proxy_size=32",
+    "training.lr=0.02",
+    "training.max_local_steps=2",
+    "evaluation.every=3",
+    "evaluation.subset_size=null",
+    "evaluation.final_size=100",
+    "output.progress=false",
+    "output.tensorboard=false",
+    "output.plots=false",
+]
 
 
 def vit_config(folder, *extra):
@@ -193,10 +240,20 @@ def test_budget_accounting_counts_client_rounds_over_their_memory_budget():
     from fedhello.outputs.budget_accounting import budget_rows
 
     def client(group, layers, activation, state=0, status="trained"):
-        return {"group": group, "layers": layers, "activation_bytes": activation, "state_bytes": state, "status": status}
+        return {
+            "group": group,
+            "layers": layers,
+            "activation_bytes": activation,
+            "state_bytes": state,
+            "status": status,
+        }
 
-    clients = [client(0, [5], 900, 100), client(0, [4, 5], 1000, 1), client(0, [], 0, status="idle"),
-               client(1, [0, 1, 2, 3, 4, 5], 10**9)]
+    clients = [
+        client(0, [5], 900, 100),
+        client(0, [4, 5], 1000, 1),
+        client(0, [], 0, status="idle"),
+        client(1, [0, 1, 2, 3, 4, 5], 10**9),
+    ]
     _, rows = budget_rows(clients, ["1000B", 3], [1, 3], [1000, None])
     assert rows[0][1:3] == ["1000B", 2] and rows[0][-4:] == [1.5, 4.5, 4, 1]
     assert rows[1][1] == "3 layers" and rows[1][-1] is None  # layer-count budgets are the strategy's to interpret

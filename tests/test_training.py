@@ -91,7 +91,12 @@ def test_samples_seen_counts_partial_last_batch(tiny_bert4, encoded_split):
     data = encoded_split(10, 8, seed=5)
     trainable = federated.layer_map.names_for([3]) + list(federated.head_names)
     result = train_locally(
-        federated, data, np.arange(10), trainable, settings(batch_size=4, local_epochs=2), torch.Generator().manual_seed(0)
+        federated,
+        data,
+        np.arange(10),
+        trainable,
+        settings(batch_size=4, local_epochs=2),
+        torch.Generator().manual_seed(0),
     )
     assert result.steps == 6
     assert result.samples_seen == 20
@@ -147,7 +152,15 @@ def test_meter_counts_saved_activations_not_parameters():
 
 @pytest.mark.parametrize(
     ("num_samples", "batch_size", "epochs", "max_steps"),
-    [(10, 4, 1, None), (10, 4, 3, None), (10, 4, 3, 5), (8, 4, 2, None), (7, 10, 2, None), (10, 3, 2, 100), (10, 1, 1, 3)],
+    [
+        (10, 4, 1, None),
+        (10, 4, 3, None),
+        (10, 4, 3, 5),
+        (8, 4, 2, None),
+        (7, 10, 2, None),
+        (10, 3, 2, 100),
+        (10, 1, 1, 3),
+    ],
 )
 def test_local_batches(num_samples, batch_size, epochs, max_steps):
     local = settings(batch_size=batch_size, local_epochs=epochs, max_local_steps=max_steps)
@@ -170,7 +183,11 @@ def test_local_batches(num_samples, batch_size, epochs, max_steps):
     # Same generator seed, same batches; the cut is a prefix of the uncut schedule.
     again = list(local_batches(num_samples, local, torch.Generator().manual_seed(7)))
     assert all(np.array_equal(a, b) for a, b in zip(batches, again, strict=True))
-    uncut = list(local_batches(num_samples, settings(batch_size=batch_size, local_epochs=epochs), torch.Generator().manual_seed(7)))
+    uncut = list(
+        local_batches(
+            num_samples, settings(batch_size=batch_size, local_epochs=epochs), torch.Generator().manual_seed(7)
+        )
+    )
     assert all(np.array_equal(a, b) for a, b in zip(batches, uncut[: len(batches)], strict=True))
 
 
@@ -182,7 +199,9 @@ def test_local_batches_depend_on_generator_and_reshuffle_each_epoch():
     assert not np.array_equal(first[:20], first[20:])  # a fresh permutation per epoch
 
 
-@pytest.mark.parametrize(("precision", "dtype"), [("auto", torch.float32), ("fp32", torch.float32), ("bf16", torch.bfloat16)])
+@pytest.mark.parametrize(
+    ("precision", "dtype"), [("auto", torch.float32), ("fp32", torch.float32), ("bf16", torch.bfloat16)]
+)
 def test_autocast_for_cpu_precision(precision, dtype):
     layer = torch.nn.Linear(4, 3)
     with autocast_for(torch.device("cpu"), precision):

@@ -23,14 +23,15 @@ from fedhello.data import mnist
 from fedhello.data.datasets import load_dataset
 from fedhello.errors import ConfigError
 from fedhello.models import pretrained_vit
-from fedhello.tasks import task_for
 from fedhello.models.pretrained_vit import PretrainSettings, pretrain_vit
 from fedhello.models.sources import resolve_model_source
 from fedhello.outputs.run_writer import read_jsonl
 from fedhello.runner import run_experiment
+from fedhello.tasks import task_for
 
-TINY = PretrainSettings(steps=3, batch_size=8, hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32,
-                        validation_size=100)
+TINY = PretrainSettings(
+    steps=3, batch_size=8, hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32, validation_size=100
+)
 
 
 def test_mnist_has_the_documented_splits():
@@ -108,7 +109,10 @@ def test_pretrain_vit_writes_a_loadable_folder_that_the_alias_resolves_to(tmp_ca
     federated = task_for(config.model.task).load_model(config, 3, torch.device("cpu"))  # a new 3-class head
     # transformers 5 names ViT's attention projections q_proj/v_proj (query/value before); lora.py detects either.
     assert federated.layer_map.num_layers == TINY.num_layers
-    assert {name.split(".lora_")[0].rsplit(".", 1)[-1] for name in federated.layer_map.all_names} == {"q_proj", "v_proj"}
+    assert {name.split(".lora_")[0].rsplit(".", 1)[-1] for name in federated.layer_map.all_names} == {
+        "q_proj",
+        "v_proj",
+    }
 
 
 def test_interrupted_pretraining_leaves_nothing_behind(tmp_cache, monkeypatch):
@@ -131,12 +135,23 @@ def test_cli_pretrain_vit_reports_folder_and_accuracy(tmp_cache, monkeypatch, ca
 
 def test_federated_lora_on_the_pretrained_vit_runs_over_mnist(tmp_cache, tmp_path):
     pretrain_vit("mnist", TINY, progress=False)
-    config = load_config(preset="vit-mnist", overrides=[
-        "data.max_train_samples=400", "data.max_test_samples=100", "federation.num_clients=4",
-        "federation.clients_per_round=2", "federation.rounds=2", "training.max_local_steps=2",
-        "fisher.proxy_size=16", "evaluation.every=1", "evaluation.final_size=null", "output.progress=false",
-        "output.tensorboard=false", "output.plots=false",
-    ])
+    config = load_config(
+        preset="vit-mnist",
+        overrides=[
+            "data.max_train_samples=400",
+            "data.max_test_samples=100",
+            "federation.num_clients=4",
+            "federation.clients_per_round=2",
+            "federation.rounds=2",
+            "training.max_local_steps=2",
+            "fisher.proxy_size=16",
+            "evaluation.every=1",
+            "evaluation.final_size=null",
+            "output.progress=false",
+            "output.tensorboard=false",
+            "output.plots=false",
+        ],
+    )
     outcome = run_experiment(config, tmp_path / "run")
     assert [record["round"] for record in read_jsonl(tmp_path / "run" / "metrics.jsonl")][-1] == 2
     assert 0.0 <= outcome.final_eval.accuracy <= 1.0

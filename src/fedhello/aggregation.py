@@ -35,7 +35,9 @@ def aggregate(
             continue
         raw = [float(update.num_samples) if weighting == "samples" else 1.0 for update in contributors]
         total = sum(raw)
-        mean_delta = sum((weight / total) * update.deltas[name].to(old.dtype) for weight, update in zip(raw, contributors))
+        mean_delta = sum(
+            (weight / total) * update.deltas[name].to(old.dtype) for weight, update in zip(raw, contributors)
+        )
         new_state[name] = old + mean_delta
         trainer_counts[name] = len(contributors)
     unknown = {name for update in updates for name in update.deltas} - set(global_state)

@@ -126,8 +126,9 @@ def _record_digests(run_dir: Path) -> dict[str, dict[str, Any]]:
     return digests
 
 
-def save_checkpoint(run_dir: Path, config_text: str, strategy_name: str, server: ServerState,
-                    clients: dict[int, TensorState]) -> Path:
+def save_checkpoint(
+    run_dir: Path, config_text: str, strategy_name: str, server: ServerState, clients: dict[int, TensorState]
+) -> Path:
     """Write the checkpoint of `server.round` (the record files must be flushed first)."""
     directory = run_dir / CHECKPOINT_DIR
     directory.mkdir(exist_ok=True)
@@ -209,15 +210,22 @@ def load_checkpoint(run_dir: Path, config_text: str, strategy_name: str, expecte
         raise _corrupt(run_dir, "its tensors are not this model's LoRA and head tensors")
     for name, tensor in global_tensors.items():
         if tensor.shape != expected[name].shape or tensor.dtype != expected[name].dtype:
-            raise _corrupt(run_dir, f"{name} is {tuple(tensor.shape)} {tensor.dtype}, the model's is "
-                                    f"{tuple(expected[name].shape)} {expected[name].dtype}")
-    strategy_tensors = {name.removeprefix("strategy/"): t for name, t in tensors.items() if name.startswith("strategy/")}
+            raise _corrupt(
+                run_dir,
+                f"{name} is {tuple(tensor.shape)} {tensor.dtype}, the model's is "
+                f"{tuple(expected[name].shape)} {expected[name].dtype}",
+            )
+    strategy_tensors = {
+        name.removeprefix("strategy/"): t for name, t in tensors.items() if name.startswith("strategy/")
+    }
     clients: dict[int, TensorState] = {client: {} for client in clients_with_state}
     for name, tensor in tensors.items():
         if name.startswith("client/"):
             _, client, tensor_name_ = name.split("/", 2)
             clients.setdefault(int(client), {})[tensor_name_] = tensor
-    server = ServerState(round_number, global_tensors, StrategyState(strategy_tensors, dict(state.get("strategy_values") or {})))
+    server = ServerState(
+        round_number, global_tensors, StrategyState(strategy_tensors, dict(state.get("strategy_values") or {}))
+    )
     return Checkpoint(round_number, server, clients, records)
 
 
@@ -231,11 +239,15 @@ def truncate_records(run_dir: Path, records: dict[str, dict[str, Any]]) -> None:
             continue
         size = int(entry["bytes"])
         if not path.exists() or path.stat().st_size < size:
-            raise ConfigError(f"{path} is shorter than at the last checkpoint; the run directory was changed, cannot resume")
+            raise ConfigError(
+                f"{path} is shorter than at the last checkpoint; the run directory was changed, cannot resume"
+            )
         with open(path, "r+b") as handle:
             prefix = handle.read(size)
             if _sha256(prefix) != entry["sha256"]:
-                raise ConfigError(f"{path} differs from the last checkpoint; the run directory was changed, cannot resume")
+                raise ConfigError(
+                    f"{path} differs from the last checkpoint; the run directory was changed, cannot resume"
+                )
             handle.truncate(size)
             handle.flush()
             os.fsync(handle.fileno())

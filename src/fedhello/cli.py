@@ -116,8 +116,10 @@ def _datasets(args: argparse.Namespace) -> int:
     for name, entry in OFFLINE_MODELS.items():
         print(f"  {name:<20} {entry.description} (offline, package {entry.distribution})")
     for name, dataset in PROJECT_PRETRAINED_MODELS.items():
-        print(f"  {name:<20} small ViT pretrained by fedhello on {dataset}'s held-out split, a stand-in, not a "
-              "foundation model (offline, made on first use or by `fedhello pretrain-vit`)")
+        print(
+            f"  {name:<20} small ViT pretrained by fedhello on {dataset}'s held-out split, a stand-in, not a "
+            "foundation model (offline, made on first use or by `fedhello pretrain-vit`)"
+        )
     print("  <hub id or folder>   any Hugging Face checkpoint of the run's task (see `fedhello tasks`; online)")
     return 0
 
@@ -139,8 +141,10 @@ def _pretrain_vit(args: argparse.Namespace) -> int:
 
     settings = PretrainSettings() if args.steps is None else replace(PretrainSettings(), steps=args.steps)
     result = pretrain_vit(args.dataset, settings, force=args.force)
-    print(f"vit-{args.dataset}: saved in {result.folder} after {result.steps} steps "
-          f"({result.seconds:.0f} s); pretraining validation accuracy {result.validation_accuracy:.1%}")
+    print(
+        f"vit-{args.dataset}: saved in {result.folder} after {result.steps} steps "
+        f"({result.seconds:.0f} s); pretraining validation accuracy {result.validation_accuracy:.1%}"
+    )
     return 0
 
 
@@ -161,18 +165,31 @@ def _positive_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from fedhello.models.sources import PROJECT_PRETRAINED_MODELS
 
-    parser = argparse.ArgumentParser(prog="fedhello", description="Federated LoRA fine-tuning with heterogeneous layer allocation.")
+    parser = argparse.ArgumentParser(
+        prog="fedhello", description="Federated LoRA fine-tuning with heterogeneous layer allocation."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", help="run one federated experiment (default: the offline 20 Newsgroups experiment)")
+    run = commands.add_parser(
+        "run", help="run one federated experiment (default: the offline 20 Newsgroups experiment)"
+    )
     run.add_argument("--preset", help="a shipped preset (see `fedhello presets`)")
     run.add_argument("--config", type=Path, help="a YAML config file, applied over the preset")
-    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="override one field, e.g. --set federation.rounds=20 or --set rounds=20 (repeatable)")
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one field, e.g. --set federation.rounds=20 or --set rounds=20 (repeatable)",
+    )
     run.add_argument("--out", type=Path, help="run directory (default: runs/<timestamp>-<name>-<strategy>)")
-    run.add_argument("--engine", choices=("inprocess", "flower-sim", "flower-local"), default="inprocess",
-                     help="inprocess (default); flower-sim: Flower's simulation engine; flower-local: a Flower "
-                     "deployment on 127.0.0.1 with one SuperNode per client (both need fedhello[flower])")
+    run.add_argument(
+        "--engine",
+        choices=("inprocess", "flower-sim", "flower-local"),
+        default="inprocess",
+        help="inprocess (default); flower-sim: Flower's simulation engine; flower-local: a Flower "
+        "deployment on 127.0.0.1 with one SuperNode per client (both need fedhello[flower])",
+    )
     run.set_defaults(handler=_run)
 
     resume = commands.add_parser("resume", help="continue an interrupted run from its last checkpoint")
@@ -183,21 +200,36 @@ def build_parser() -> argparse.ArgumentParser:
     flower_app.add_argument("--preset", help="a shipped preset (see `fedhello presets`)")
     flower_app.add_argument("--config", type=Path, help="a YAML config file, applied over the preset")
     flower_app.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one field")
-    flower_app.add_argument("--run-dir", type=Path, required=True,
-                            help="where the ServerApp writes the run directory (on the SuperLink's machine)")
+    flower_app.add_argument(
+        "--run-dir",
+        type=Path,
+        required=True,
+        help="where the ServerApp writes the run directory (on the SuperLink's machine)",
+    )
     flower_app.add_argument("--app-dir", type=Path, required=True, help="the Flower app directory to write")
     flower_app.set_defaults(handler=_flower_app)
 
     compare = commands.add_parser("compare", help="run a grid of methods x partitions x seeds and tabulate it")
     compare.add_argument("--preset", help="a shipped comparison preset (see `fedhello presets`)")
     compare.add_argument("--config", type=Path, help="a comparison YAML file, applied over the preset")
-    compare.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                         help="override a comparison field, e.g. --set seeds=[0] --set base.federation.rounds=4")
-    compare.add_argument("--out", type=Path, help="comparison directory (default: runs/compare-<name>); reruns skip finished cells")
+    compare.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a comparison field, e.g. --set seeds=[0] --set base.federation.rounds=4",
+    )
+    compare.add_argument(
+        "--out", type=Path, help="comparison directory (default: runs/compare-<name>); reruns skip finished cells"
+    )
     compare.add_argument("--quiet", action="store_true", help="no per-round progress bars")
-    compare.add_argument("--workers", type=_positive_int, default=1,
-                         help="cells run in this many processes, one torch thread each (e.g. the number of cores); "
-                         "same numbers as one process")
+    compare.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        help="cells run in this many processes, one torch thread each (e.g. the number of cores); "
+        "same numbers as one process",
+    )
     compare.set_defaults(handler=_compare)
 
     report = commands.add_parser("report", help="regenerate tables and plots of a run or comparison from its files")
@@ -206,11 +238,16 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(handler=_report)
 
     commands.add_parser("presets", help="list the shipped presets").set_defaults(handler=_presets)
-    commands.add_parser("strategies", help="list allocation strategies and their parameters").set_defaults(handler=_strategies)
+    commands.add_parser("strategies", help="list allocation strategies and their parameters").set_defaults(
+        handler=_strategies
+    )
     commands.add_parser("datasets", help="list datasets and offline models").set_defaults(handler=_datasets)
     commands.add_parser("tasks", help="list task kinds (model.task)").set_defaults(handler=_tasks)
-    pretrain = commands.add_parser("pretrain-vit", help="pretrain the small stand-in ViT of `vit-mnist` / "
-                                   "`vit-fashion-mnist` on the dataset's held-out split and cache it")
+    pretrain = commands.add_parser(
+        "pretrain-vit",
+        help="pretrain the small stand-in ViT of `vit-mnist` / "
+        "`vit-fashion-mnist` on the dataset's held-out split and cache it",
+    )
     pretrain.add_argument("--dataset", choices=tuple(PROJECT_PRETRAINED_MODELS.values()), default="mnist")
     pretrain.add_argument("--steps", type=_positive_int, help="training steps (default: the module's, 800)")
     pretrain.add_argument("--force", action="store_true", help="pretrain again even if it is cached")

@@ -28,12 +28,16 @@ class _Section(BaseModel):
 
 
 class ModelConfig(_Section):
-    name: str = Field("minilm-l6", description="offline alias (see `fedhello datasets`), a local folder, or a Hugging Face hub id")
+    name: str = Field(
+        "minilm-l6", description="offline alias (see `fedhello datasets`), a local folder, or a Hugging Face hub id"
+    )
     task: Literal["sequence_classification", "image_classification", "causal_lm"] = Field(
         "sequence_classification",
         description="task kind (see `fedhello tasks`); must fit the dataset (texts, images or instruction pairs)",
     )
-    max_length: int = Field(64, ge=8, le=8192, description="tokens per example (truncation; causal_lm: prompt + answer)")
+    max_length: int = Field(
+        64, ge=8, le=8192, description="tokens per example (truncation; causal_lm: prompt + answer)"
+    )
     system_prompt: str | None = Field(
         None,
         description="causal_lm: the system message of the chat template (null: the template's default; '' for the "
@@ -45,7 +49,9 @@ class ModelConfig(_Section):
         "class weight), a scale-free head; with training.head=frozen it is a fixed random classifier, so the LoRA "
         "layers carry all learning and no client can bias it towards its own classes",
     )
-    cosine_scale: float = Field(16.0, gt=0, le=1000, description="classifier=cosine: the logit scale (inverse temperature)")
+    cosine_scale: float = Field(
+        16.0, gt=0, le=1000, description="classifier=cosine: the logit scale (inverse temperature)"
+    )
     train_pooler: bool = Field(
         True,
         description="train the pooler with the classifier; BERT-style sentence-embedding checkpoints never "
@@ -57,19 +63,27 @@ class LoraConfig(_Section):
     rank: int = Field(8, ge=1, le=1024, description="LoRA rank r")
     alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator (scale = alpha / r)")
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the LoRA input")
-    target_modules: Literal["auto"] | list[str] = Field("auto", description="module names, or auto-detected per architecture")
+    target_modules: Literal["auto"] | list[str] = Field(
+        "auto", description="module names, or auto-detected per architecture"
+    )
 
 
 class DataConfig(_Section):
     dataset: str = Field("20newsgroups", description="registered dataset name (see `fedhello datasets`)")
     max_train_samples: int | None = Field(None, ge=1, description="cap on training samples (seeded subsample)")
-    max_test_samples: int | None = Field(None, ge=1, description="cap on test samples (seeded subsample; for quick checks)")
+    max_test_samples: int | None = Field(
+        None, ge=1, description="cap on test samples (seeded subsample; for quick checks)"
+    )
 
 
 class PartitionConfig(_Section):
-    scheme: Literal["iid", "pathological", "dirichlet"] = Field("pathological", description="how training data is split among clients")
+    scheme: Literal["iid", "pathological", "dirichlet"] = Field(
+        "pathological", description="how training data is split among clients"
+    )
     classes_per_client: int = Field(4, ge=1, description="pathological: classes per client")
-    min_per_client: int = Field(10, ge=0, description="pathological: samples per client and class before the Dirichlet(1) split")
+    min_per_client: int = Field(
+        10, ge=0, description="pathological: samples per client and class before the Dirichlet(1) split"
+    )
     alpha: float = Field(0.5, gt=0, description="dirichlet: label-skew concentration")
 
 
@@ -95,7 +109,9 @@ class TrainingConfig(_Section):
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     batch_size: int = Field(16, ge=1, description="local mini-batch size")
     local_epochs: int = Field(1, ge=1, description="passes over the client's data per round")
-    max_local_steps: int | None = Field(5, ge=1, description="stop local training after this many steps (null: whole epochs)")
+    max_local_steps: int | None = Field(
+        5, ge=1, description="stop local training after this many steps (null: whole epochs)"
+    )
     max_grad_norm: float | None = Field(None, gt=0, description="clip the gradient norm (null: no clipping)")
     head: Literal["aggregate", "frozen", "local", "reset"] = Field(
         "aggregate",
@@ -104,17 +120,23 @@ class TrainingConfig(_Section):
         "reset: every client trains the never-updated initial head each round and throws it away (the reference "
         "code's behaviour)",
     )
-    weighting: Literal["samples", "uniform"] = Field("samples", description="aggregation weights among a tensor's trainers")
+    weighting: Literal["samples", "uniform"] = Field(
+        "samples", description="aggregation weights among a tensor's trainers"
+    )
 
 
 class GroupsConfig(_Section):
-    ratio: str | list[float] = Field("1:1:1", description="client share per capability group, e.g. '6:3:1' or [0.6, 0.3, 0.1]")
+    ratio: str | list[float] = Field(
+        "1:1:1", description="client share per capability group, e.g. '6:3:1' or [0.6, 0.3, 0.1]"
+    )
     budgets: list[int | float | str] = Field(
         [0.5, 0.75, 1.0],
         description="budget per group: an integer number of layers, a fraction of L in (0, 1], or peak training "
         "memory above the frozen model such as '350MiB' (KiB/MiB/GiB binary, kB/MB/GB decimal); groups may mix them",
     )
-    assignment: Literal["random", "index"] = Field("random", description="random: seeded shuffle; index: by client id (reference)")
+    assignment: Literal["random", "index"] = Field(
+        "random", description="random: seeded shuffle; index: by client id (reference)"
+    )
 
     @field_validator("ratio")
     @classmethod
@@ -150,7 +172,9 @@ class GroupsConfig(_Section):
 class AllocationConfig(_Section):
     strategy: str = Field("fedhello", description="registered allocation strategy (see `fedhello strategies`)")
     params: dict[str, Any] = Field(default_factory=dict, description="the strategy's parameters")
-    plugins: list[str] = Field(default_factory=list, description="modules to import first; they may register strategies")
+    plugins: list[str] = Field(
+        default_factory=list, description="modules to import first; they may register strategies"
+    )
 
 
 class FisherConfig(_Section):
@@ -164,12 +188,14 @@ class FisherConfig(_Section):
 class EvaluationConfig(_Section):
     every: int = Field(5, ge=1, description="evaluate every N rounds (and after the last round)")
     subset_size: int | None = Field(
-        300, ge=1,
+        300,
+        ge=1,
         description="fixed test subset used during training, for the learning curve (null: whole test set); the "
         "final accuracy comes from final_size",
     )
     final_size: int | None = Field(
-        2000, ge=1,
+        2000,
+        ge=1,
         description="test samples evaluated after the last round: a seeded random subset (standard error about "
         "1.1 points at 60% accuracy for 2,000), or null for the whole test set",
     )
@@ -182,10 +208,16 @@ class EvaluationConfig(_Section):
 
 class FlowerConfig(_Section):
     round_timeout_s: float = Field(
-        600.0, gt=0, le=86400, description="Flower engines: a node that has not replied by then is dropped from the round"
+        600.0,
+        gt=0,
+        le=86400,
+        description="Flower engines: a node that has not replied by then is dropped from the round",
     )
     connect_timeout_s: float = Field(
-        120.0, gt=0, le=86400, description="Flower engines: how long the ServerApp waits for one node per client to connect"
+        120.0,
+        gt=0,
+        le=86400,
+        description="Flower engines: how long the ServerApp waits for one node per client to connect",
     )
 
 
@@ -196,12 +228,16 @@ class FaultConfig(_Section):
     """Fault injection (tests, demos): chosen clients misbehave in one way in chosen rounds."""
 
     clients: list[int] = Field(min_length=1, description="client ids that misbehave")
-    kind: FaultKind = Field(description="raise / nan / inf / extra_tensor / wrong_shape / wrong_dtype / oversize / diverge")
+    kind: FaultKind = Field(
+        description="raise / nan / inf / extra_tensor / wrong_shape / wrong_dtype / oversize / diverge"
+    )
     rounds: list[int] | None = Field(None, description="rounds in which they misbehave (null: every round)")
 
 
 class CheckpointConfig(_Section):
-    every: int = Field(1, ge=1, description="write a checkpoint (for `fedhello resume`) every N rounds and after the last")
+    every: int = Field(
+        1, ge=1, description="write a checkpoint (for `fedhello resume`) every N rounds and after the last"
+    )
 
 
 class OutputConfig(_Section):
@@ -213,7 +249,8 @@ class OutputConfig(_Section):
 
 class ExperimentConfig(_Section):
     name: str = Field(
-        "default", max_length=120,
+        "default",
+        max_length=120,
         description="run name, used in the default run directory (letters, digits, _ . + -; no path separators)",
     )
     seed: int = Field(0, ge=0, description="the one seed every random stream derives from")
@@ -235,7 +272,9 @@ class ExperimentConfig(_Section):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     flower: FlowerConfig = Field(default_factory=FlowerConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
-    faults: list[FaultConfig] = Field(default_factory=list, description="fault injection: clients that misbehave on purpose")
+    faults: list[FaultConfig] = Field(
+        default_factory=list, description="fault injection: clients that misbehave on purpose"
+    )
     output: OutputConfig = Field(default_factory=OutputConfig)
 
     @field_validator("name")
@@ -262,6 +301,7 @@ class ExperimentConfig(_Section):
 PRESET_PACKAGE = "fedhello.presets"
 COMPARISON_PRESET_PACKAGE = "fedhello.presets.comparisons"
 
+
 class _YamlLoader(yaml.SafeLoader):
     """PyYAML's safe loader without YAML 1.1 base-60 numbers: `ratio: 6:3:1` stays a string, not 21781."""
 
@@ -287,7 +327,7 @@ _YamlLoader.add_implicit_resolver(
 
 
 def _load_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
+    return yaml.load(text, Loader=_YamlLoader)
 
 
 def preset_names(package: str = PRESET_PACKAGE) -> list[str]:
@@ -366,7 +406,9 @@ def _leaf_paths(model: type[BaseModel], prefix: str = "") -> dict[str, str]:
     return {key: key if key in values else "|".join(values) for key, values in paths.items()}
 
 
-def parse_override(assignment: str, example: str = "section.field=value, e.g. federation.rounds=20") -> tuple[list[str], Any]:
+def parse_override(
+    assignment: str, example: str = "section.field=value, e.g. federation.rounds=20"
+) -> tuple[list[str], Any]:
     """Split one `key=value` override into the key's parts and the value parsed as YAML ('20', '[1, 2]', 'null')."""
     key, sep, raw = assignment.partition("=")
     key = key.strip()
@@ -444,7 +486,9 @@ def build_config(data: dict[str, Any]) -> ExperimentConfig:
     return config
 
 
-def load_config(preset: str | None = None, path: Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+def load_config(
+    preset: str | None = None, path: Path | None = None, overrides: list[str] | None = None
+) -> ExperimentConfig:
     data: dict[str, Any] = read_preset(preset) if preset else {}
     if path is not None:
         try:

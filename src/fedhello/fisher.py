@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Iterator
+
 import numpy as np
 import torch
 from torch.func import functional_call, grad, vmap
@@ -136,9 +137,14 @@ def lora_fisher_diagonal(
     device = federated.device
     was_training = federated.model.training
     federated.model.eval()
-    sums = {name: torch.zeros_like(parameter) for name, parameter in federated.parameters_by_name().items() if name in names}
+    sums = {
+        name: torch.zeros_like(parameter) for name, parameter in federated.parameters_by_name().items() if name in names
+    }
     for start in range(0, len(proxy), batch_size):
-        batch = {key: value.to(device) for key, value in proxy.batch(np.arange(start, min(start + batch_size, len(proxy)))).items()}
+        batch = {
+            key: value.to(device)
+            for key, value in proxy.batch(np.arange(start, min(start + batch_size, len(proxy)))).items()
+        }
         for name, gradients in per_sample_gradients(federated, batch, names, objective, attention).items():
             sums[name] += gradients.pow(2).sum(0)
     federated.model.train(was_training)

@@ -50,8 +50,14 @@ class FederatedTask:
         return ClientRuntime.from_config(config, self.federated, self.train, self.test, self.client_indices)
 
     def global_runtime(self, config: ExperimentConfig) -> GlobalModelRuntime:
-        return GlobalModelRuntime(self.federated, self.test, self.proxy, EvaluationSettings.from_config(config),
-                                  config.fisher.batch_size, config.fisher.objective)
+        return GlobalModelRuntime(
+            self.federated,
+            self.test,
+            self.proxy,
+            EvaluationSettings.from_config(config),
+            config.fisher.batch_size,
+            config.fisher.objective,
+        )
 
 
 def select_device(choice: str) -> torch.device:
@@ -70,7 +76,9 @@ def _check_against_data(config: ExperimentConfig, num_train: int, num_classes: i
             f"{num_classes} classes of {config.data.dataset}"
         )
     if federation.num_clients > num_train:
-        raise ConfigError(f"config field 'federation.num_clients': {federation.num_clients} exceeds {num_train} training samples")
+        raise ConfigError(
+            f"config field 'federation.num_clients': {federation.num_clients} exceeds {num_train} training samples"
+        )
 
 
 def _capped(size: int, cap: int | None, rng: np.random.Generator) -> np.ndarray:
@@ -80,8 +88,13 @@ def _capped(size: int, cap: int | None, rng: np.random.Generator) -> np.ndarray:
     return np.sort(rng.choice(size, cap, replace=False))
 
 
-def prepare_task(config: ExperimentConfig, *, strategy_uses_costs: bool = False,
-                 cost_cache: Path | None = None, measure_costs: bool = True) -> FederatedTask:
+def prepare_task(
+    config: ExperimentConfig,
+    *,
+    strategy_uses_costs: bool = False,
+    cost_cache: Path | None = None,
+    measure_costs: bool = True,
+) -> FederatedTask:
     """Load data and model, split off the proxy set, partition the rest among clients.
 
     With memory budgets (or a strategy that prices layer sets) it also measures the cost
@@ -133,5 +146,3 @@ def prepare_task(config: ExperimentConfig, *, strategy_uses_costs: bool = False,
             "use fewer clients, more data, or a larger partition.min_per_client / partition.alpha"
         )
     return FederatedTask(federated, train, test, proxy, client_indices, data.label_names, costs)
-
-

@@ -11,6 +11,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
+from typing_extensions import Self
+
 Record = TypeVar("Record")
 
 ClientStatus = Literal["trained", "idle", "dropped"]
@@ -36,7 +38,7 @@ class JsonRecord:
         return _to_json(self)
 
     @classmethod
-    def from_json(cls: type[Record], data: dict[str, Any]) -> Record:
+    def from_json(cls, data: dict[str, Any]) -> Self:
         known = {item.name for item in dataclasses.fields(cls)}  # type: ignore[arg-type]
         return cls(**{key: value for key, value in data.items() if key in known})
 

@@ -64,11 +64,15 @@ def check_run_dir(path: Path) -> None:
     if path.is_dir():
         entries = {entry.name for entry in path.iterdir()}
         if "metrics.jsonl" in entries or "config.yaml" in entries:
-            raise ConfigError(f"config field 'output.dir': {path} already holds a run; choose another --out "
-                              f"(or continue an interrupted one with `fedhello resume {path}`)")
+            raise ConfigError(
+                f"config field 'output.dir': {path} already holds a run; choose another --out "
+                f"(or continue an interrupted one with `fedhello resume {path}`)"
+            )
         if entries - PRE_EXISTING:
-            raise ConfigError(f"config field 'output.dir': {path} is not empty and not a fedhello run directory; "
-                              "choose a new or empty --out")
+            raise ConfigError(
+                f"config field 'output.dir': {path} is not empty and not a fedhello run directory; "
+                "choose a new or empty --out"
+            )
     existing = path
     while not existing.exists():
         existing = existing.parent
@@ -94,7 +98,9 @@ def write_partition(out_dir: Path, task: FederatedTask, client_groups: np.ndarra
         writer.writerow(["client", "group", "layer_budget", "num_samples", "num_classes", *task.label_names])
         for row in summary:
             group = int(client_groups[row["client"]])
-            writer.writerow([row["client"], group, budgets[group], row["num_samples"], row["num_classes"], *row["class_counts"]])
+            writer.writerow(
+                [row["client"], group, budgets[group], row["num_samples"], row["num_classes"], *row["class_counts"]]
+            )
 
 
 def group_cost_table(clients: list[dict], budgets: list[int]) -> str:
@@ -105,18 +111,28 @@ def group_cost_table(clients: list[dict], budgets: list[int]) -> str:
         if not trained:
             continue
         steps = sum(r["local_steps"] for r in trained)
-        rows.append([
-            group,
-            budget,
-            len(trained),
-            float(np.mean([len(r["layers"]) for r in trained])),
-            float(np.mean([r["trainable_params"] for r in trained])),
-            1000 * sum(r["wall_time_s"] for r in trained) / steps,
-            float(np.mean([r["activation_bytes"] for r in trained])) / 2**20,
-            float(np.mean([r["bytes_up"] for r in trained])) / 2**10,
-        ])
-    headers = ["group", "budget", "client-rounds", "mean layers", "mean trainable params", "ms / step",
-               "activation MiB", "upload KiB"]
+        rows.append(
+            [
+                group,
+                budget,
+                len(trained),
+                float(np.mean([len(r["layers"]) for r in trained])),
+                float(np.mean([r["trainable_params"] for r in trained])),
+                1000 * sum(r["wall_time_s"] for r in trained) / steps,
+                float(np.mean([r["activation_bytes"] for r in trained])) / 2**20,
+                float(np.mean([r["bytes_up"] for r in trained])) / 2**10,
+            ]
+        )
+    headers = [
+        "group",
+        "budget",
+        "client-rounds",
+        "mean layers",
+        "mean trainable params",
+        "ms / step",
+        "activation MiB",
+        "upload KiB",
+    ]
     return format_table(headers, rows)
 
 
@@ -124,8 +140,12 @@ def _read_partition(path: Path) -> list[dict]:
     with path.open(newline="") as handle:
         rows = list(csv.reader(handle))
     return [
-        {"client": int(row[0]), "num_samples": int(row[3]), "num_classes": int(row[4]),
-         "class_counts": [int(count) for count in row[5:]]}
+        {
+            "client": int(row[0]),
+            "num_samples": int(row[3]),
+            "num_classes": int(row[4]),
+            "class_counts": [int(count) for count in row[5:]],
+        }
         for row in rows[1:]
     ]
 
@@ -151,8 +171,14 @@ def write_run_report(out_dir: Path) -> str:
     headers, rows = summary_table_rows(rounds, final_eval)
     budgets_by_group = budget_table(clients, config.groups.budgets, budgets, memory)
     if incomplete:
-        rows.insert(0, ["run status", f"INCOMPLETE ({status.get('status')}): {len(rounds)} of "
-                                      f"{config.federation.rounds} rounds; continue with `fedhello resume {out_dir}`"])
+        rows.insert(
+            0,
+            [
+                "run status",
+                f"INCOMPLETE ({status.get('status')}): {len(rounds)} of "
+                f"{config.federation.rounds} rounds; continue with `fedhello resume {out_dir}`",
+            ],
+        )
     config_lines = [
         f"model `{config.model.name}` ({num_layers} layers), LoRA rank {config.lora.rank}, dataset `{config.data.dataset}`",
         f"{config.federation.num_clients} clients, {config.federation.clients_per_round} per round, "
@@ -167,8 +193,10 @@ def write_run_report(out_dir: Path) -> str:
         config_lines=config_lines,
         final_eval=final_eval,
         rounds=rounds,
-        extra_sections={"Cost per capability group": group_cost_table(clients, budgets),
-                        "Budgets per capability group": budgets_by_group},
+        extra_sections={
+            "Cost per capability group": group_cost_table(clients, budgets),
+            "Budgets per capability group": budgets_by_group,
+        },
     )
     return format_table(headers, rows) + "\n\nBudgets per capability group:\n" + budgets_by_group
 
@@ -209,18 +237,24 @@ def write_run_info(out_dir: Path, task: FederatedTask, server: Server, engine: s
     write_partition(out_dir, task, server.client_groups, server.group_budgets)
     if task.costs is not None:
         task.costs.save(out_dir / COST_FILE)
-    (out_dir / "run_info.json").write_text(json.dumps({
-        "num_layers": server.num_layers,
-        "group_budgets": server.group_budgets,
-        "group_memory_bytes": server.group_memory,
-        "device": str(task.federated.device),
-        "engine": engine,
-    }))
+    (out_dir / "run_info.json").write_text(
+        json.dumps(
+            {
+                "num_layers": server.num_layers,
+                "group_budgets": server.group_budgets,
+                "group_memory_bytes": server.group_memory,
+                "device": str(task.federated.device),
+                "engine": engine,
+            }
+        )
+    )
 
 
 def finish_run(out_dir: Path, global_state: TensorState, federated: FederatedModel) -> str:
     """Save the final adapter (also in PEFT's format, `adapter/`), mark the run complete, write its report."""
-    save_file({name: tensor.contiguous().cpu() for name, tensor in global_state.items()}, out_dir / "adapter.safetensors")
+    save_file(
+        {name: tensor.contiguous().cpu() for name, tensor in global_state.items()}, out_dir / "adapter.safetensors"
+    )
     save_peft_adapter(federated, global_state, out_dir / "adapter")
     rounds = load_config(path=out_dir / "config.yaml").federation.rounds
     write_status(out_dir, "complete", rounds, rounds)
@@ -282,7 +316,9 @@ def _run_inprocess(
     progress, show = progress_reporter(config)
     progress.update(start)
     try:
-        with RunWriter(out_dir, tensorboard=config.output.tensorboard, resume_after=start if checkpoint else None) as writer:
+        with RunWriter(
+            out_dir, tensorboard=config.output.tensorboard, resume_after=start if checkpoint else None
+        ) as writer:
             engine = build_inprocess_engine(config, task, strategy, writer, on_round=show)
             server = engine.server
             if checkpoint is not None:
@@ -328,7 +364,9 @@ def _run_on_flower(config: ExperimentConfig, out_dir: Path, engine: str) -> RunO
         raise ConfigError(f"engine {engine!r} needs Flower: pip install -e '.[flower]'") from None
     check_run_dir(out_dir)
     strategy = strategy_from_config(config)
-    prepare_task(config, strategy_uses_costs=strategy.uses_costs)  # every config check that needs the data or the model, before anything starts
+    prepare_task(
+        config, strategy_uses_costs=strategy.uses_costs
+    )  # every config check that needs the data or the model, before anything starts
     if engine == "flower-sim":
         from fedhello.flower.simulation import run_flower_simulation
 

@@ -12,7 +12,18 @@ import zlib
 import numpy as np
 import torch
 
-STREAMS = ("partition", "groups", "sampling", "allocation", "data_order", "init", "dropout", "proxy", "eval", "pretrain")
+STREAMS = (
+    "partition",
+    "groups",
+    "sampling",
+    "allocation",
+    "data_order",
+    "init",
+    "dropout",
+    "proxy",
+    "eval",
+    "pretrain",
+)
 
 
 def _stream_key(name: str) -> int:

@@ -42,5 +42,9 @@ def merged_delta_key(a_name: str) -> str:
 def split_merged_deltas(state: TensorState) -> tuple[TensorState, TensorState]:
     """(ordinary tensors, {A factor name: full-size ΔW}) of an evaluation state."""
     plain = {name: tensor for name, tensor in state.items() if not name.startswith(MERGED_DELTA_PREFIX)}
-    merged = {name[len(MERGED_DELTA_PREFIX):]: tensor for name, tensor in state.items() if name.startswith(MERGED_DELTA_PREFIX)}
+    merged = {
+        name[len(MERGED_DELTA_PREFIX) :]: tensor
+        for name, tensor in state.items()
+        if name.startswith(MERGED_DELTA_PREFIX)
+    }
     return plain, merged

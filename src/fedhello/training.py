@@ -75,7 +75,9 @@ class LocalTrainingResult:
     activation_bytes: int
 
 
-def local_batches(num_samples: int, settings: LocalTrainingSettings, generator: torch.Generator) -> Iterator[np.ndarray]:
+def local_batches(
+    num_samples: int, settings: LocalTrainingSettings, generator: torch.Generator
+) -> Iterator[np.ndarray]:
     """Shuffled mini-batch positions for the client's local epochs, cut at max_local_steps."""
     steps = 0
     for _ in range(settings.local_epochs):

@@ -129,9 +129,7 @@ class AllocationStrategy(ABC):
         """
         return global_state
 
-    def aggregate(
-        self, global_state: TensorState, updates: Sequence[ClientUpdate], weighting: str
-    ) -> TensorState:
+    def aggregate(self, global_state: TensorState, updates: Sequence[ClientUpdate], weighting: str) -> TensorState:
         """The next global state (by default heterogeneous per-tensor FedAvg)."""
         return aggregate(global_state, updates, weighting)[0]
 

@@ -95,7 +95,8 @@ class RankHeterogeneousStrategy(AllocationStrategy):
     def aggregate_head(self, global_state: TensorState, updates: Sequence[ClientUpdate], weighting: str) -> TensorState:
         lora = set(self.layout.layer_map.all_names)
         head_updates = [
-            ClientUpdate(u.client_id, {n: d for n, d in u.deltas.items() if n not in lora}, u.num_samples) for u in updates
+            ClientUpdate(u.client_id, {n: d for n, d in u.deltas.items() if n not in lora}, u.num_samples)
+            for u in updates
         ]
         return aggregate(global_state, head_updates, weighting)[0]
 

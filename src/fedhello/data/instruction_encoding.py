@@ -38,8 +38,11 @@ class InstructionSplit:
         index = torch.as_tensor(indices, dtype=torch.long)
         mask = self.attention_mask[index]
         width = int(mask.sum(dim=1).max()) if len(index) else 0
-        return {"input_ids": self.input_ids[index, :width], "attention_mask": mask[:, :width],
-                "labels": self.labels[index, :width]}
+        return {
+            "input_ids": self.input_ids[index, :width],
+            "attention_mask": mask[:, :width],
+            "labels": self.labels[index, :width],
+        }
 
     def prompt_batch(self, indices: np.ndarray | torch.Tensor) -> dict[str, torch.Tensor]:
         """Left-padded prompts for `model.generate`, cut to the batch's longest prompt."""
@@ -76,7 +79,7 @@ def prompt_and_answer_text(tokenizer, prompt: str, response: str, system_prompt:
             "conversation as its generation prompt followed by the answer, so prompt and answer tokens "
             "cannot be told apart"
         )
-    return prompt_text, full_text[len(prompt_text):].rstrip()
+    return prompt_text, full_text[len(prompt_text) :].rstrip()
 
 
 def fit_to_length(prompt_ids: list[int], answer_ids: list[int], max_length: int) -> tuple[list[int], list[int]]:
@@ -90,7 +93,7 @@ def fit_to_length(prompt_ids: list[int], answer_ids: list[int], max_length: int)
     answer_length = min(len(answer_ids), max(max_length - len(prompt_ids), max_length // 4, 1))
     prompt_length = min(len(prompt_ids), max_length - answer_length)
     head = prompt_length // 2
-    kept_prompt = prompt_ids[:head] + prompt_ids[len(prompt_ids) - (prompt_length - head):]
+    kept_prompt = prompt_ids[:head] + prompt_ids[len(prompt_ids) - (prompt_length - head) :]
     return kept_prompt, answer_ids[:answer_length]
 
 
@@ -99,7 +102,9 @@ def padding_id(tokenizer) -> int:
     are masked out of attention and loss, so which id fills them does not matter."""
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if pad_id is None:
-        raise ConfigError(f"config field 'model.name': tokenizer {tokenizer.name_or_path!r} has neither a pad nor an eos token")
+        raise ConfigError(
+            f"config field 'model.name': tokenizer {tokenizer.name_or_path!r} has neither a pad nor an eos token"
+        )
     return pad_id
 
 
@@ -137,17 +142,28 @@ def encode_instructions(
     """
     if max_length < 2:
         raise ConfigError(f"config field 'model.max_length': {max_length} leaves no room for a prompt and an answer")
-    texts = [prompt_and_answer_text(tokenizer, prompt, response, system_prompt)
-             for prompt, response in zip(prompts, responses, strict=True)]
+    texts = [
+        prompt_and_answer_text(tokenizer, prompt, response, system_prompt)
+        for prompt, response in zip(prompts, responses, strict=True)
+    ]
     prompt_rows = token_ids(tokenizer, [prompt_text for prompt_text, _ in texts])
     answer_rows = token_ids(tokenizer, [answer_text for _, answer_text in texts])
     if any(not answer for answer in answer_rows):
-        raise ConfigError("config field 'data.dataset': a pair renders to an empty answer (empty response "
-                          "and a chat template without an end-of-turn marker)")
+        raise ConfigError(
+            "config field 'data.dataset': a pair renders to an empty answer (empty response "
+            "and a chat template without an end-of-turn marker)"
+        )
     fitted = [fit_to_length(prompt, answer, max_length) for prompt, answer in zip(prompt_rows, answer_rows)]
     pad_id = padding_id(tokenizer)
     input_ids, attention_mask = padded([prompt + answer for prompt, answer in fitted], pad_id, left=False)
     labels, _ = padded([[IGNORE_INDEX] * len(prompt) + answer for prompt, answer in fitted], IGNORE_INDEX, left=False)
     prompt_ids, prompt_mask = padded([prompt for prompt, _ in fitted], pad_id, left=True)
-    return InstructionSplit(input_ids, attention_mask, labels, prompt_ids, prompt_mask, list(responses),
-                            torch.as_tensor(np.asarray(categories, dtype=np.int64)))
+    return InstructionSplit(
+        input_ids,
+        attention_mask,
+        labels,
+        prompt_ids,
+        prompt_mask,
+        list(responses),
+        torch.as_tensor(np.asarray(categories, dtype=np.int64)),
+    )

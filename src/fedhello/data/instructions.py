@@ -69,8 +69,11 @@ def instruction_data(name: str, train: Sequence[InstructionPair], test: Sequence
     category_names = tuple(sorted({pair.category for pair in [*train, *test]}))
 
     def columns(pairs: Sequence[InstructionPair]) -> tuple[list[str], list[str], np.ndarray]:
-        return ([pair.prompt for pair in pairs], [pair.response for pair in pairs],
-                category_ids([pair.category for pair in pairs], category_names))
+        return (
+            [pair.prompt for pair in pairs],
+            [pair.response for pair in pairs],
+            category_ids([pair.category for pair in pairs], category_names),
+        )
 
     return InstructionData(name, *columns(train), *columns(test), category_names)
 
@@ -89,8 +92,11 @@ def split_by_category(name: str, pairs: Sequence[InstructionPair], test_fraction
             continue
         test_count = min(len(positions) - 1, max(1, round(test_fraction * len(positions))))
         is_test[generator.permutation(positions)[:test_count]] = True
-    return instruction_data(name, [pair for pair, test in zip(pairs, is_test) if not test],
-                            [pair for pair, test in zip(pairs, is_test) if test])
+    return instruction_data(
+        name,
+        [pair for pair, test in zip(pairs, is_test) if not test],
+        [pair for pair, test in zip(pairs, is_test) if test],
+    )
 
 
 def without_repeats(pairs: Sequence[InstructionPair]) -> list[InstructionPair]:
@@ -103,6 +109,7 @@ def without_repeats(pairs: Sequence[InstructionPair]) -> list[InstructionPair]:
 
 
 # --- chatterbot-corpus (offline) ---------------------------------------------------------
+
 
 def utterance_text(value) -> str | None:
     """An utterance as text. YAML reads an unquoted answer such as 1984 as a number, which is
@@ -155,6 +162,7 @@ def load_chatterbot() -> InstructionData:
 
 
 # --- Hugging Face hub (online) -----------------------------------------------------------
+
 
 def dolly_pair(row: dict) -> InstructionPair:
     """A Dolly-15k row: the instruction, then its reference text (when there is one) under a

@@ -25,16 +25,28 @@ from fedhello.models.sources import locate_distribution_file
 FASHION_MNIST_FOLDER = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_PRETRAINING_SIZE = 10_000
 IMAGE_SIDE = 28
-FASHION_MNIST_LABELS = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                        "Ankle boot")
+FASHION_MNIST_LABELS = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 
 # The only globals a pickled ndarray needs (numpy 2 renamed numpy.core to numpy._core).
-ALLOWED_PICKLE_GLOBALS = frozenset({
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-})
+ALLOWED_PICKLE_GLOBALS = frozenset(
+    {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+)
 
 
 class LabelledImages(NamedTuple):
@@ -80,7 +92,7 @@ def mnist_splits() -> ImageSplits:
 
 def read_idx(path: Path) -> np.ndarray:
     """An idx file (optionally .gz) of unsigned bytes: magic 0x0000 0x08 <ndim>, big-endian int32 dims, data."""
-    with (gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")) as handle:
+    with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as handle:
         raw = handle.read()
     if len(raw) < 4 or raw[:3] != b"\x00\x00\x08":
         raise ValueError(f"{path}: not an idx file of unsigned bytes")
@@ -106,7 +118,10 @@ def fashion_mnist_splits() -> ImageSplits:
     """Fashion-MNIST from the Debian package: a fixed seeded 10k of the 60k training images are the pretraining split."""
     train, test = _read_fashion_part("train"), _read_fashion_part("t10k")
     order = np.random.default_rng(0).permutation(len(train.labels))  # fixed: part of the dataset's definition
-    pretraining, clients = np.sort(order[:FASHION_MNIST_PRETRAINING_SIZE]), np.sort(order[FASHION_MNIST_PRETRAINING_SIZE:])
+    pretraining, clients = (
+        np.sort(order[:FASHION_MNIST_PRETRAINING_SIZE]),
+        np.sort(order[FASHION_MNIST_PRETRAINING_SIZE:]),
+    )
     return ImageSplits(
         LabelledImages(train.images[clients], train.labels[clients]),
         test,

@@ -8,7 +8,7 @@ for a given ``np.random.Generator`` state.
 from __future__ import annotations
 
 import inspect
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -87,10 +87,7 @@ def pathological(
     """
     num_classes = _num_classes(labels)
     if not 1 <= classes_per_client <= num_classes:
-        raise ValueError(
-            f"classes_per_client must be in [1, {num_classes}] (num_classes), "
-            f"got {classes_per_client}"
-        )
+        raise ValueError(f"classes_per_client must be in [1, {num_classes}] (num_classes), got {classes_per_client}")
     if min_per_client < 0:
         raise ValueError(f"min_per_client must be >= 0, got {min_per_client}")
 
@@ -164,9 +161,7 @@ def partition_indices(
     if labels.min() < 0:
         raise ValueError("labels must be non-negative class ids")
     if not 1 <= num_clients <= len(labels):
-        raise ValueError(
-            f"num_clients must be in [1, {len(labels)}] (len(labels)), got {num_clients}"
-        )
+        raise ValueError(f"num_clients must be in [1, {len(labels)}] (len(labels)), got {num_clients}")
 
     fn = PARTITIONERS[scheme]
     options = {
@@ -188,7 +183,7 @@ def partition_summary(labels: np.ndarray, parts: list[np.ndarray], num_classes: 
         summary.append(
             {
                 "client": i,
-                "num_samples": int(len(part)),
+                "num_samples": len(part),
                 "num_classes": int(np.count_nonzero(counts)),
                 "class_counts": [int(x) for x in counts],
             }

@@ -16,6 +16,7 @@ def rouge_l(predictions: list[str], references: list[str]) -> float:
     if not predictions:
         return 0.0
     scorer = RougeScorer(["rougeL"], use_stemmer=True)
-    scores = [scorer.score(reference, prediction)["rougeL"].fmeasure
-              for prediction, reference in zip(predictions, references)]
+    scores = [
+        scorer.score(reference, prediction)["rougeL"].fmeasure for prediction, reference in zip(predictions, references)
+    ]
     return sum(scores) / len(scores)

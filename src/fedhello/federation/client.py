@@ -44,8 +44,14 @@ class ClientRuntime:
         self.initial_state = self.federated.state()
 
     @classmethod
-    def from_config(cls, config: ExperimentConfig, federated: FederatedModel, train: Split, test: Split,
-                    client_indices: list[np.ndarray]) -> ClientRuntime:
+    def from_config(
+        cls,
+        config: ExperimentConfig,
+        federated: FederatedModel,
+        train: Split,
+        test: Split,
+        client_indices: list[np.ndarray],
+    ) -> ClientRuntime:
         training = config.training
         settings = LocalTrainingSettings(
             lr=training.lr,
@@ -56,7 +62,9 @@ class ClientRuntime:
             max_grad_norm=training.max_grad_norm,
             precision=config.precision,
         )
-        return cls(federated, train, test, client_indices, settings, config.seed, EvaluationSettings.from_config(config))
+        return cls(
+            federated, train, test, client_indices, settings, config.seed, EvaluationSettings.from_config(config)
+        )
 
 
 class Client:
@@ -75,7 +83,9 @@ class Client:
         received = instruction.tensors
         reduced = {name for name, tensor in received.items() if tensor.shape != full_shapes[name]}
         own = {name: self.state.get(name, runtime.initial_state[name]) for name in instruction.keep_local}
-        federated.load_state({**received, **{name: pad_factor(received[name], full_shapes[name]) for name in reduced}, **own})
+        federated.load_state(
+            {**received, **{name: pad_factor(received[name], full_shapes[name]) for name in reduced}, **own}
+        )
 
         names = federated.layer_map.names_for(instruction.layers)
         if instruction.train_head:

@@ -68,8 +68,9 @@ def log_outcome(log: RunLog, outcome: RoundOutcome) -> None:
 class InProcessServerRuntime(GlobalModelRuntime):
     """Global evaluation on the shared model, or (personal-model strategies) each client's own."""
 
-    def __init__(self, base: GlobalModelRuntime, clients: dict[int, Client], client_runtime: ClientRuntime,
-                 personal_models: bool) -> None:
+    def __init__(
+        self, base: GlobalModelRuntime, clients: dict[int, Client], client_runtime: ClientRuntime, personal_models: bool
+    ) -> None:
         super().__init__(**vars(base))
         self.clients = clients
         self.client_runtime = client_runtime
@@ -79,7 +80,8 @@ class InProcessServerRuntime(GlobalModelRuntime):
         if not self.personal_models:
             return super().evaluate(global_state, indices, split)
         results = [
-            result for _, client in sorted(self.clients.items())
+            result
+            for _, client in sorted(self.clients.items())
             if (result := client.evaluate_personal(self.client_runtime, indices)) is not None
         ]
         if not results:
@@ -148,6 +150,8 @@ def build_inprocess_engine(
     """Server, clients and their shared runtime for one run over one loaded task."""
     clients: dict[int, Client] = {}
     client_runtime = task.client_runtime(config)
-    server_runtime = InProcessServerRuntime(task.global_runtime(config), clients, client_runtime, strategy.personal_models)
+    server_runtime = InProcessServerRuntime(
+        task.global_runtime(config), clients, client_runtime, strategy.personal_models
+    )
     server = Server(config, strategy, task.layout(), server_runtime)
     return InProcessEngine(server, client_runtime, clients, log if log is not None else MemoryLog(), on_round)

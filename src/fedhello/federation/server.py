@@ -18,7 +18,14 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from fedhello.allocation.base import Allocation, AllocationContext, AllocationStrategy, ClientSlot, ModelLayout, StrategyState
+from fedhello.allocation.base import (
+    Allocation,
+    AllocationContext,
+    AllocationStrategy,
+    ClientSlot,
+    ModelLayout,
+    StrategyState,
+)
 from fedhello.allocation.groups import assign_groups, memory_budgets, resolve_budgets
 from fedhello.config import ExperimentConfig
 from fedhello.federation.messages import ClientReply, TrainInstruction
@@ -99,20 +106,23 @@ class Server:
         self.group_budgets = resolve_budgets(config.groups.budgets, self.num_layers, layout.costs)
         self.group_memory = memory_budgets(config.groups.budgets)
         self.client_groups = assign_groups(
-            config.federation.num_clients, config.groups.ratio, config.groups.assignment, numpy_rng(config.seed, "groups")
+            config.federation.num_clients,
+            config.groups.ratio,
+            config.groups.assignment,
+            numpy_rng(config.seed, "groups"),
         )
         strategy.bind(layout)
         self.round = 0
         self.global_state: TensorState = dict(layout.initial_state)
         test_size = runtime.num_test_samples
         self.eval_subset = sampled_positions(test_size, config.evaluation.subset_size, numpy_rng(config.seed, "eval"))
-        self.final_subset = sampled_positions(test_size, config.evaluation.final_size, numpy_rng(config.seed, "eval", 2))
+        self.final_subset = sampled_positions(
+            test_size, config.evaluation.final_size, numpy_rng(config.seed, "eval", 2)
+        )
         head = set(layout.head_names)
         everything = layout.layer_map.all_names + layout.head_names
         self.kept_by_clients: tuple[str, ...] = (
-            everything if strategy.personal_models
-            else layout.head_names if config.training.head == "local"
-            else ()
+            everything if strategy.personal_models else layout.head_names if config.training.head == "local" else ()
         )
         self._sent_names = tuple(name for name in everything if name not in self.kept_by_clients)
         self._head = head
@@ -243,11 +253,22 @@ class Server:
         self.round = plan.round
 
         groups = {slot.client_id: slot.group for slot in plan.slots}
-        client_records = [reply.record for reply in accepted] + plan.idle + [
-            ClientRecord(plan.round, d.client, groups[d.client], list(plan.allocation.layers[d.client]),
-                         status="dropped", rank=plan.allocation.ranks.get(d.client), reason=d.reason)
-            for d in dropped
-        ]
+        client_records = (
+            [reply.record for reply in accepted]
+            + plan.idle
+            + [
+                ClientRecord(
+                    plan.round,
+                    d.client,
+                    groups[d.client],
+                    list(plan.allocation.layers[d.client]),
+                    status="dropped",
+                    rank=plan.allocation.ranks.get(d.client),
+                    reason=d.reason,
+                )
+                for d in dropped
+            ]
+        )
         client_records.sort(key=lambda record: record.client)
         layer_counts = np.zeros(self.num_layers, dtype=np.int64)
         for slot in plan.slots:
@@ -270,8 +291,15 @@ class Server:
         record.wall_time_s = time.perf_counter() - plan.started
         allocation = AllocationRecord(
             plan.round,
-            [AssignedLayers(slot.client_id, slot.group, list(plan.allocation.layers[slot.client_id]),
-                            plan.allocation.ranks.get(slot.client_id)) for slot in plan.slots],
+            [
+                AssignedLayers(
+                    slot.client_id,
+                    slot.group,
+                    list(plan.allocation.layers[slot.client_id]),
+                    plan.allocation.ranks.get(slot.client_id),
+                )
+                for slot in plan.slots
+            ],
             plan.allocation.info.get("source"),
         )
         return RoundOutcome(record, client_records, allocation, plan.allocation.fisher)

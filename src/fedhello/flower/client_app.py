@@ -39,7 +39,9 @@ def client_runtime(context: Context) -> ClientRuntime:
 
 def client_id(context: Context) -> int:
     if PARTITION_ID not in context.node_config:
-        raise RuntimeError(f"node config lacks {PARTITION_ID!r}: start the SuperNode with --node-config '{PARTITION_ID}=N'")
+        raise RuntimeError(
+            f"node config lacks {PARTITION_ID!r}: start the SuperNode with --node-config '{PARTITION_ID}=N'"
+        )
     return int(context.node_config[PARTITION_ID])
 
 
@@ -52,7 +54,9 @@ def load_client(context: Context) -> Client:
 def identify(msg: Message, context: Context) -> Message:
     """Which fedhello client this node is, and its capability group if the node config sets one."""
     group = int(context.node_config.get(CAPABILITY_GROUP, -1))
-    return Message(RecordDict({"identity": ConfigRecord({"client-id": client_id(context), "group": group})}), reply_to=msg)
+    return Message(
+        RecordDict({"identity": ConfigRecord({"client-id": client_id(context), "group": group})}), reply_to=msg
+    )
 
 
 @app.train()
@@ -60,7 +64,9 @@ def train(msg: Message, context: Context) -> Message:
     instruction = codec.decode_instruction(msg.content)
     client = load_client(context)
     if instruction.client_id != client.client_id:
-        raise RuntimeError(f"node holds client {client.client_id} but was sent client {instruction.client_id}'s instruction")
+        raise RuntimeError(
+            f"node holds client {client.client_id} but was sent client {instruction.client_id}'s instruction"
+        )
     reply = client.fit(instruction, client_runtime(context))
     context.state[STATE_KEY] = codec.tensors_to_record(client.state)
     return Message(codec.encode_reply(reply), reply_to=msg)

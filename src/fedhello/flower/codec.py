@@ -63,7 +63,11 @@ def decode_instruction(content: RecordDict) -> TrainInstruction:
 
 
 def encode_reply(reply: ClientReply) -> RecordDict:
-    meta = {"client_id": reply.update.client_id, "num_samples": reply.update.num_samples, "record": reply.record.to_json()}
+    meta = {
+        "client_id": reply.update.client_id,
+        "num_samples": reply.update.num_samples,
+        "record": reply.record.to_json(),
+    }
     return RecordDict({TENSORS: tensors_to_record(reply.update.deltas), META: ConfigRecord({"json": json.dumps(meta)})})
 
 
@@ -74,10 +78,12 @@ def decode_reply(content: RecordDict) -> ClientReply:
 
 
 def encode_evaluation_request(client_id: int, indices: np.ndarray) -> RecordDict:
-    return RecordDict({
-        TENSORS: tensors_to_record({"indices": torch.as_tensor(indices, dtype=torch.int64)}),
-        META: ConfigRecord({"json": json.dumps({"client_id": client_id})}),
-    })
+    return RecordDict(
+        {
+            TENSORS: tensors_to_record({"indices": torch.as_tensor(indices, dtype=torch.int64)}),
+            META: ConfigRecord({"json": json.dumps({"client_id": client_id})}),
+        }
+    )
 
 
 def decode_evaluation_request(content: RecordDict) -> tuple[int, np.ndarray]:

@@ -54,10 +54,15 @@ clientapp = "fedhello.flower.client_app:app"
 
 def write_flower_app(config: ExperimentConfig, run_dir: Path, app_dir: Path) -> Path:
     app_dir.mkdir(parents=True, exist_ok=True)
-    (app_dir / "pyproject.toml").write_text(APP_PYPROJECT.format(
-        name=config.name, config_key=CONFIG_KEY, config=encode_config(config),
-        out_dir_key=OUT_DIR_KEY, out_dir=str(run_dir.resolve()),
-    ))
+    (app_dir / "pyproject.toml").write_text(
+        APP_PYPROJECT.format(
+            name=config.name,
+            config_key=CONFIG_KEY,
+            config=encode_config(config),
+            out_dir_key=OUT_DIR_KEY,
+            out_dir=str(run_dir.resolve()),
+        )
+    )
     return app_dir
 
 
@@ -98,7 +103,10 @@ class LocalDeployment:
         home.mkdir(parents=True, exist_ok=True)
         log = (self.work_dir / f"{name}.log").open("w")
         self.processes[name] = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env={**self.environment(), "FLWR_HOME": str(home)},
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**self.environment(), "FLWR_HOME": str(home)},
             start_new_session=True,  # its own process group: stopping it stops the apps it spawned
         )
 
@@ -115,14 +123,33 @@ class LocalDeployment:
 
     def start(self) -> LocalDeployment:
         address = f"127.0.0.1:{self.port}"
-        self._start("superlink", [flower_command("flower-superlink"), "--insecure", "--host", "127.0.0.1",
-                                  "--port", str(self.port), "--disable-runtime-dependency-installation"])
+        self._start(
+            "superlink",
+            [
+                flower_command("flower-superlink"),
+                "--insecure",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--disable-runtime-dependency-installation",
+            ],
+        )
         self.wait_for_superlink()
         for node in range(self.num_nodes):
-            self._start(f"supernode{node}", [
-                flower_command("flower-supernode"), "--insecure", "--superlink", address, "--port", str(free_port()),
-                "--node-config", f"partition-id={node} num-partitions={self.num_nodes}",
-            ])
+            self._start(
+                f"supernode{node}",
+                [
+                    flower_command("flower-supernode"),
+                    "--insecure",
+                    "--superlink",
+                    address,
+                    "--port",
+                    str(free_port()),
+                    "--node-config",
+                    f"partition-id={node} num-partitions={self.num_nodes}",
+                ],
+            )
         cli_home = self.work_dir / "cli"
         cli_home.mkdir(parents=True, exist_ok=True)
         (cli_home / "config.toml").write_text(
@@ -133,9 +160,18 @@ class LocalDeployment:
 
     def run_app(self, app_dir: Path, timeout_s: float | None = None) -> subprocess.CompletedProcess:
         """`flwr run APP fedhello-local --stream`: blocks until the run ends."""
-        env = {**self.environment(), "FLWR_HOME": str(self.work_dir / "cli"), "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
-        return subprocess.run([flower_command("flwr"), "run", str(app_dir), self.CONNECTION, "--stream"],
-                              env=env, capture_output=True, text=True, timeout=timeout_s)
+        env = {
+            **self.environment(),
+            "FLWR_HOME": str(self.work_dir / "cli"),
+            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+        }
+        return subprocess.run(
+            [flower_command("flwr"), "run", str(app_dir), self.CONNECTION, "--stream"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         """Signal a process and everything it started; SIGKILL it if it has not ended after 10 s."""

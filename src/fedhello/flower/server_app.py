@@ -36,8 +36,9 @@ app = ServerApp()
 class FlowerServerRuntime(GlobalModelRuntime):
     """Global evaluation on the ServerApp's model; personal models are evaluated on their nodes."""
 
-    def __init__(self, base: GlobalModelRuntime, grid: Grid, nodes: dict[int, int], personal_models: bool,
-                 timeout_s: float) -> None:
+    def __init__(
+        self, base: GlobalModelRuntime, grid: Grid, nodes: dict[int, int], personal_models: bool, timeout_s: float
+    ) -> None:
         super().__init__(**vars(base))
         self.grid, self.nodes, self.personal_models, self.timeout_s = grid, nodes, personal_models, timeout_s
 
@@ -46,11 +47,15 @@ class FlowerServerRuntime(GlobalModelRuntime):
             return super().evaluate(global_state, indices, split)
         online = set(self.grid.get_node_ids())
         messages = [
-            Message(codec.encode_evaluation_request(client, indices), dst_node_id=node, message_type=MessageType.EVALUATE)
-            for client, node in sorted(self.nodes.items()) if node in online
+            Message(
+                codec.encode_evaluation_request(client, indices), dst_node_id=node, message_type=MessageType.EVALUATE
+            )
+            for client, node in sorted(self.nodes.items())
+            if node in online
         ]
         results = [
-            result for reply in self.grid.send_and_receive(messages, timeout=self.timeout_s)
+            result
+            for reply in self.grid.send_and_receive(messages, timeout=self.timeout_s)
             if not reply.has_error() and (result := codec.decode_evaluation(reply.content)) is not None
         ]
         if not results:
@@ -91,13 +96,17 @@ def run_flower_server(grid: Grid, config: ExperimentConfig, out_dir: Path) -> No
     flower = config.flower
     clients = discover_clients(grid, config.federation.num_clients, flower.round_timeout_s, flower.connect_timeout_s)
     nodes = {client: entry["node"] for client, entry in clients.items()}
-    runtime = FlowerServerRuntime(task.global_runtime(config), grid, nodes, strategy.personal_models, flower.round_timeout_s)
+    runtime = FlowerServerRuntime(
+        task.global_runtime(config), grid, nodes, strategy.personal_models, flower.round_timeout_s
+    )
     server = Server(config, strategy, task.layout(), runtime)
     for client, entry in clients.items():
         if entry["group"] >= 0:
             if entry["group"] >= len(server.group_budgets):
-                raise EngineError(f"client {client}'s node sets capability-group {entry['group']}; "
-                                   f"there are {len(server.group_budgets)} groups")
+                raise EngineError(
+                    f"client {client}'s node sets capability-group {entry['group']}; "
+                    f"there are {len(server.group_budgets)} groups"
+                )
             server.client_groups[client] = entry["group"]
     flower_strategy = FedHeLLoStrategy(server, nodes)
     progress, show = progress_reporter(config)

@@ -37,7 +37,9 @@ class FedHeLLoStrategy(Strategy):
         self._client_of: dict[int, int] = {}  # node id -> client id, this round
         self._unreachable: list[DroppedClient] = []
 
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
         """One message per sampled client; `arrays` and `config` are unused (the `Server` holds the model)."""
         self.plan = self.server.plan_round()
         if self.plan.round != server_round:
@@ -49,8 +51,12 @@ class FedHeLLoStrategy(Strategy):
             if node is None or node not in online:
                 self._unreachable.append(DroppedClient(instruction.client_id, "node not connected"))
                 continue
-            message = Message(codec.encode_instruction(instruction), dst_node_id=node,
-                              message_type=MessageType.TRAIN, group_id=str(server_round))
+            message = Message(
+                codec.encode_instruction(instruction),
+                dst_node_id=node,
+                message_type=MessageType.TRAIN,
+                group_id=str(server_round),
+            )
             self._client_of[node] = instruction.client_id
             messages.append(message)
         return messages
@@ -59,7 +65,9 @@ class FedHeLLoStrategy(Strategy):
         """Remember which client each sent message was for (message ids exist only once pushed)."""
         self._sent = {message.metadata.message_id: self._client_of[message.metadata.dst_node_id] for message in sent}
 
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies_by_client, failures = [], list(self._unreachable)
         for reply in replies:
             client = self._sent.get(reply.metadata.reply_to_message_id)
@@ -75,8 +83,11 @@ class FedHeLLoStrategy(Strategy):
                 continue
             replies_by_client.append(decoded)
         answered = {d.client for d in failures} | {r.update.client_id for r in replies_by_client}
-        failures += [DroppedClient(client, "no reply within flower.round_timeout_s")
-                     for client in self._sent.values() if client not in answered]
+        failures += [
+            DroppedClient(client, "no reply within flower.round_timeout_s")
+            for client in self._sent.values()
+            if client not in answered
+        ]
         self.outcome = self.server.finish_round(self.plan, replies_by_client, failures)
         record = self.outcome.record
         metrics = {"num-trained": len(record.clients) - len(record.dropped), "num-dropped": len(record.dropped)}
@@ -84,7 +95,9 @@ class FedHeLLoStrategy(Strategy):
             metrics["train-loss"] = float(record.train_loss)
         return None, MetricRecord(metrics)
 
-    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
         """Evaluation is the server's (global model, or personal models through `PersonalEvaluation`)."""
         return []
 

@@ -24,7 +24,7 @@ HEAD_FILE = "head.safetensors"
 def base_parameter_name(name: str) -> str:
     """`base_model.model.classifier.weight` -> `classifier.weight`: the name in the model peft wraps."""
     prefix = "base_model.model."
-    return name[len(prefix):] if name.startswith(prefix) else name
+    return name.removeprefix(prefix)
 
 
 def save_peft_adapter(federated: FederatedModel, global_state: TensorState, folder: Path) -> None:
@@ -36,7 +36,10 @@ def save_peft_adapter(federated: FederatedModel, global_state: TensorState, fold
     names = set(federated.exchanged_names)
     federated.load_state({name: tensor for name, tensor in global_state.items() if name in names})
     federated.model.save_pretrained(folder, safe_serialization=True)
-    head = {base_parameter_name(name): global_state[name].detach().contiguous().cpu()
-            for name in federated.head_names if name in global_state}
+    head = {
+        base_parameter_name(name): global_state[name].detach().contiguous().cpu()
+        for name in federated.head_names
+        if name in global_state
+    }
     if head:
         save_file(head, folder / HEAD_FILE)

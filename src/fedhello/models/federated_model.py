@@ -32,8 +32,9 @@ class FederatedModel:
     preprocessor: Any = None  # tokenizer or image processor
 
     @classmethod
-    def wrap(cls, model: peft.PeftModel, task: Task, head_names: tuple[str, ...] = (),
-             preprocessor: Any = None) -> FederatedModel:
+    def wrap(
+        cls, model: peft.PeftModel, task: Task, head_names: tuple[str, ...] = (), preprocessor: Any = None
+    ) -> FederatedModel:
         return cls(model, build_layer_map(model), head_names, task, preprocessor)
 
     @property
@@ -78,7 +79,9 @@ class FederatedModel:
                     base = module.get_base_layer().weight
                     lora_b = module.lora_B[adapter].weight
                     if tuple(delta.shape) != tuple(base.shape):
-                        raise ValueError(f"{a_name}: ΔW of shape {tuple(delta.shape)} for a base weight {tuple(base.shape)}")
+                        raise ValueError(
+                            f"{a_name}: ΔW of shape {tuple(delta.shape)} for a base weight {tuple(base.shape)}"
+                        )
                     saved += [(base, base.detach().clone()), (lora_b, lora_b.detach().clone())]
                     base.add_(delta.to(base.device, base.dtype), alpha=float(module.scaling[adapter]))
                     lora_b.zero_()

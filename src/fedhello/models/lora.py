@@ -21,9 +21,7 @@ def detect_target_modules(model: nn.Module) -> list[str]:
     for candidate in TARGET_MODULE_CANDIDATES:
         if set(candidate) <= linear_names:
             return list(candidate)
-    raise ValueError(
-        "cannot detect the attention projections of this architecture; set lora.target_modules explicitly"
-    )
+    raise ValueError("cannot detect the attention projections of this architecture; set lora.target_modules explicitly")
 
 
 def inject_lora(model: nn.Module, settings: LoraConfig, init_seed: int) -> peft.PeftModel:

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import transformers
 from tqdm.auto import tqdm
 from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
@@ -73,8 +72,12 @@ def pretrained_vit_folder(dataset: str) -> Path:
     """The cached folder of `vit-<dataset>`, pretrained first (with a notice) when it is missing."""
     folder = pretrained_vit_path(dataset)
     if not _is_complete(folder):
-        print(f"fedhello: pretraining vit-{dataset} once on the held-out {dataset} split (a minute or two; "
-              f"cached in {folder}; `fedhello pretrain-vit` does this ahead)", file=sys.stderr, flush=True)
+        print(
+            f"fedhello: pretraining vit-{dataset} once on the held-out {dataset} split (a minute or two; "
+            f"cached in {folder}; `fedhello pretrain-vit` does this ahead)",
+            file=sys.stderr,
+            flush=True,
+        )
         pretrain_vit(dataset)
     return folder
 
@@ -82,14 +85,25 @@ def pretrained_vit_folder(dataset: str) -> Path:
 def _processor_for(images: np.ndarray) -> ViTImageProcessor:
     """Native 28x28 input normalised with the pretraining images' own mean and std."""
     pixels = images.astype(np.float64) / 255.0
-    return ViTImageProcessor(size={"height": IMAGE_SIDE, "width": IMAGE_SIDE}, do_resize=False,
-                             image_mean=[round(float(pixels.mean()), 4)], image_std=[round(float(pixels.std()), 4)])
+    return ViTImageProcessor(
+        size={"height": IMAGE_SIDE, "width": IMAGE_SIDE},
+        do_resize=False,
+        image_mean=[round(float(pixels.mean()), 4)],
+        image_std=[round(float(pixels.std()), 4)],
+    )
 
 
 def _model_for(settings: PretrainSettings, num_labels: int) -> ViTForImageClassification:
-    config = ViTConfig(hidden_size=settings.hidden_size, num_hidden_layers=settings.num_layers,
-                       num_attention_heads=settings.num_heads, intermediate_size=settings.intermediate_size,
-                       image_size=IMAGE_SIDE, patch_size=settings.patch_size, num_channels=1, num_labels=num_labels)
+    config = ViTConfig(
+        hidden_size=settings.hidden_size,
+        num_hidden_layers=settings.num_layers,
+        num_attention_heads=settings.num_heads,
+        intermediate_size=settings.intermediate_size,
+        image_size=IMAGE_SIDE,
+        patch_size=settings.patch_size,
+        num_channels=1,
+        num_labels=num_labels,
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(torch_seed(settings.seed, "pretrain", 0))
         return ViTForImageClassification(config)
@@ -103,12 +117,19 @@ def _batches(positions: np.ndarray, batch_size: int, rng: np.random.Generator) -
             yield shuffled[start : start + batch_size]
 
 
-def _train(model: ViTForImageClassification, split: ImageSplit, positions: np.ndarray, settings: PretrainSettings,
-           description: str, progress: bool) -> None:
+def _train(
+    model: ViTForImageClassification,
+    split: ImageSplit,
+    positions: np.ndarray,
+    settings: PretrainSettings,
+    description: str,
+    progress: bool,
+) -> None:
     """Full-parameter AdamW with a one-cycle learning rate."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.lr, total_steps=settings.steps,
-                                                   pct_start=0.1)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=settings.lr, total_steps=settings.steps, pct_start=0.1
+    )
     batches = _batches(positions, min(settings.batch_size, len(positions)), numpy_rng(settings.seed, "pretrain", 1))
     model.train()
     bar = tqdm(range(settings.steps), desc=description, unit="step", disable=not progress)
@@ -131,8 +152,9 @@ def _accuracy(model: ViTForImageClassification, split: ImageSplit, positions: np
     return correct / len(positions)
 
 
-def pretrain_vit(dataset: str = "mnist", settings: PretrainSettings = PretrainSettings(), force: bool = False,
-                 progress: bool = True) -> PretrainResult:
+def pretrain_vit(
+    dataset: str = "mnist", settings: PretrainSettings = PretrainSettings(), force: bool = False, progress: bool = True
+) -> PretrainResult:
     """Pretrain `vit-<dataset>` on its held-out split and cache it (kept if already cached, unless `force`)."""
     folder = pretrained_vit_path(dataset)
     if _is_complete(folder) and not force:
@@ -149,9 +171,13 @@ def pretrain_vit(dataset: str = "mnist", settings: PretrainSettings = PretrainSe
     seconds = time.perf_counter() - started
     record = {
         "what": f"project-pretrained stand-in, not a foundation model: a ViT trained from a random init on "
-                f"{len(training)} held-out {dataset} images by `fedhello pretrain-vit`",
-        "dataset": dataset, "train_images": len(training), "validation_images": len(validation),
-        "validation_accuracy": accuracy, "seconds": round(seconds, 1), "settings": asdict(settings),
+        f"{len(training)} held-out {dataset} images by `fedhello pretrain-vit`",
+        "dataset": dataset,
+        "train_images": len(training),
+        "validation_images": len(validation),
+        "validation_accuracy": accuracy,
+        "seconds": round(seconds, 1),
+        "settings": asdict(settings),
     }
 
     def write(staging: Path) -> None:

@@ -70,6 +70,8 @@ def resolve_model_source(name: str) -> str:
             return str(dequantized_folder(folder / entry.gguf_file, name))
         return str(folder)
     if name.startswith(("/", "./", "../", "~")) and not Path(name).expanduser().is_dir():
-        raise ConfigError(f"config field 'model.name': model folder {name!r} does not exist; "
-                          "give an existing folder, an offline alias (see `fedhello datasets`) or a hub id")
+        raise ConfigError(
+            f"config field 'model.name': model folder {name!r} does not exist; "
+            "give an existing folder, an offline alias (see `fedhello datasets`) or a hub id"
+        )
     return name

@@ -26,33 +26,49 @@ def violations(clients: list[dict], memory_bytes: int | None) -> int | None:
     return sum(realised_peak_bytes(client) > memory_bytes for client in clients)
 
 
-def budget_rows(clients: list[dict], budgets: list, layer_budgets: list[int],
-                memory_bytes: list[int | None]) -> tuple[list[str], list[list]]:
+def budget_rows(
+    clients: list[dict], budgets: list, layer_budgets: list[int], memory_bytes: list[int | None]
+) -> tuple[list[str], list[list]]:
     """One row per group with trained client-rounds: budget, realised peak, layers trained, violations."""
     rows = []
     for group, (budget, layers, memory) in enumerate(zip(budgets, layer_budgets, memory_bytes)):
-        trained = [c for c in clients if c["group"] == group and c.get("status", "trained") == "trained" and c["layers"]]
+        trained = [
+            c for c in clients if c["group"] == group and c.get("status", "trained") == "trained" and c["layers"]
+        ]
         if not trained:
             continue
         peaks = [realised_peak_bytes(c) / 2**20 for c in trained]
-        rows.append([
-            group,
-            budget if isinstance(budget, str) else f"{layers} layers",
-            len(trained),
-            round(float(np.mean(peaks)), 1),
-            round(float(np.max(peaks)), 1),
-            round(float(np.mean([len(c["layers"]) for c in trained])), 2),
-            round(float(np.mean([min(c["layers"]) for c in trained])), 2),
-            int(min(min(c["layers"]) for c in trained)),
-            violations(trained, memory),
-        ])
-    headers = ["group", "budget", "client-rounds", "mean peak MiB", "max peak MiB", "mean layers",
-               "mean lowest layer", "lowest layer", "violations"]
+        rows.append(
+            [
+                group,
+                budget if isinstance(budget, str) else f"{layers} layers",
+                len(trained),
+                round(float(np.mean(peaks)), 1),
+                round(float(np.max(peaks)), 1),
+                round(float(np.mean([len(c["layers"]) for c in trained])), 2),
+                round(float(np.mean([min(c["layers"]) for c in trained])), 2),
+                int(min(min(c["layers"]) for c in trained)),
+                violations(trained, memory),
+            ]
+        )
+    headers = [
+        "group",
+        "budget",
+        "client-rounds",
+        "mean peak MiB",
+        "max peak MiB",
+        "mean layers",
+        "mean lowest layer",
+        "lowest layer",
+        "violations",
+    ]
     return headers, rows
 
 
 def budget_table(clients: list[dict], budgets: list, layer_budgets: list[int], memory_bytes: list[int | None]) -> str:
     headers, rows = budget_rows(clients, budgets, layer_budgets, memory_bytes)
-    note = ("peak = measured activation bytes + gradient and AdamW-state bytes of the trained tensors "
-            "(what a memory budget bounds)")
+    note = (
+        "peak = measured activation bytes + gradient and AdamW-state bytes of the trained tensors "
+        "(what a memory budget bounds)"
+    )
     return format_table(headers, rows) + "\n\n" + note if rows else "_No trained clients._"

@@ -25,9 +25,7 @@ def _save(fig: Figure, path: Path | str) -> Path:
     return path
 
 
-def allocation_matrix(
-    allocations: list[dict], num_layers: int, num_rounds: int | None = None
-) -> np.ndarray:
+def allocation_matrix(allocations: list[dict], num_layers: int, num_rounds: int | None = None) -> np.ndarray:
     """Count clients that trained each layer per round.
 
     Returns an int array of shape ``[num_layers, num_rounds]`` where column ``r`` is
@@ -65,16 +63,24 @@ def plot_learning_curves(rounds: list[dict], path: Path | str) -> Path | None:
     evals = [(r["round"], r["eval"]) for r in rounds if r.get("eval")]
     periodic = [(rd, ev) for rd, ev in evals if ev.get("split") != "test"]
     final = [(rd, ev) for rd, ev in evals if ev.get("split") == "test"]
-    for key, label, color in (("accuracy", "accuracy", "tab:green"), ("macro_f1", "macro-F1", "tab:orange"),
-                              ("rouge_l", "ROUGE-L", "tab:purple")):
+    for key, label, color in (
+        ("accuracy", "accuracy", "tab:green"),
+        ("macro_f1", "macro-F1", "tab:orange"),
+        ("rouge_l", "ROUGE-L", "tab:purple"),
+    ):
         pts = [(rd, ev[key]) for rd, ev in periodic if ev.get(key) is not None]
         if pts:
             ax_eval.plot(*zip(*pts), marker="o", markersize=3, color=color, label=label)
         test_pts = [(rd, ev[key]) for rd, ev in final if ev.get(key) is not None]
         if test_pts:
             ax_eval.scatter(
-                *zip(*test_pts), marker="*", s=180, color=color, edgecolors="black",
-                zorder=3, label=f"test {label}",
+                *zip(*test_pts),
+                marker="*",
+                s=180,
+                color=color,
+                edgecolors="black",
+                zorder=3,
+                label=f"test {label}",
             )
     if evals:
         ax_eval.legend(loc="lower right")
@@ -86,9 +92,7 @@ def plot_learning_curves(rounds: list[dict], path: Path | str) -> Path | None:
     return _save(fig, path)
 
 
-def plot_allocation_heatmap(
-    allocations: list[dict], num_layers: int, path: Path | str
-) -> Path | None:
+def plot_allocation_heatmap(allocations: list[dict], num_layers: int, path: Path | str) -> Path | None:
     """Heatmap of clients training each layer (y, input side at bottom) per round (x)."""
     if not allocations:
         return None
@@ -99,7 +103,11 @@ def plot_allocation_heatmap(
     fig = Figure(figsize=(max(6.0, min(16.0, 0.15 * mat.shape[1] + 4)), max(3.5, min(10.0, 0.25 * num_layers + 2))))
     ax = fig.subplots()
     im = ax.imshow(
-        mat, origin="lower", aspect="auto", interpolation="nearest", cmap="viridis",
+        mat,
+        origin="lower",
+        aspect="auto",
+        interpolation="nearest",
+        cmap="viridis",
         extent=(first - 0.5, first + mat.shape[1] - 0.5, -0.5, num_layers - 0.5),
         vmin=0,
     )
@@ -113,9 +121,7 @@ def plot_allocation_heatmap(
     return _save(fig, path)
 
 
-def plot_layer_counts(
-    allocations: list[dict], num_layers: int, path: Path | str
-) -> Path | None:
+def plot_layer_counts(allocations: list[dict], num_layers: int, path: Path | str) -> Path | None:
     """Bar chart of how often each layer was trained over the whole run."""
     if not allocations:
         return None
@@ -178,7 +184,9 @@ def plot_partition(summary: list[dict], path: Path | str) -> Path | None:
         color = cmap(c % 20) if num_classes <= 20 else cmap(c / (num_classes - 1))
         ax.bar(x, counts[:, c], bottom=bottoms[:, c], color=color, width=0.85, label=str(c))
     ax.set_xticks(
-        x, [str(row["client"]) for row in summary], fontsize="small",
+        x,
+        [str(row["client"]) for row in summary],
+        fontsize="small",
         rotation=90 if len(summary) > 20 else 0,
     )
     if num_classes <= 20:

@@ -47,9 +47,7 @@ def format_table(headers: list[str], rows: list[list]) -> str:
 
     def numeric(col: int) -> bool:
         vals = [r[col] for r in rows if r[col] is not None]
-        return bool(vals) and all(
-            isinstance(v, numbers.Real) and not isinstance(v, bool) for v in vals
-        )
+        return bool(vals) and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in vals)
 
     align = ["---:" if numeric(i) else "---" for i in range(len(headers))]
     lines = [
@@ -89,9 +87,7 @@ def best_eval(rounds: list[dict]) -> tuple[int, dict] | None:
     return best
 
 
-def summary_table_rows(
-    rounds: list[dict], final_eval: dict | None
-) -> tuple[list[str], list[list]]:
+def summary_table_rows(rounds: list[dict], final_eval: dict | None) -> tuple[list[str], list[list]]:
     """Headers and rows of the result table (metric, value); absent metrics are omitted."""
     rows: list[list] = []
     best = best_eval(rounds)

@@ -42,8 +42,13 @@ def largest_batch(train: Split, batch_size: int) -> dict[str, torch.Tensor]:
     return train.batch(np.sort(longest))
 
 
-def _saved_bytes(federated: FederatedModel, batch: dict[str, torch.Tensor], layers: list[int], precision: Precision,
-                 head: tuple[str, ...]) -> int:
+def _saved_bytes(
+    federated: FederatedModel,
+    batch: dict[str, torch.Tensor],
+    layers: list[int],
+    precision: Precision,
+    head: tuple[str, ...],
+) -> int:
     federated.set_trainable(federated.layer_map.names_for(layers) + list(head))
     meter = SavedActivationMeter(federated.model)
     with meter.step(), autocast_for(federated.device, precision):
@@ -51,8 +56,13 @@ def _saved_bytes(federated: FederatedModel, batch: dict[str, torch.Tensor], laye
     return meter.peak_bytes
 
 
-def probe_costs(federated: FederatedModel, batch: dict[str, torch.Tensor], precision: Precision,
-                key: dict[str, Any], train_head: bool = True) -> CostModel:
+def probe_costs(
+    federated: FederatedModel,
+    batch: dict[str, torch.Tensor],
+    precision: Precision,
+    key: dict[str, Any],
+    train_head: bool = True,
+) -> CostModel:
     """Measure `lowest_activation` (layer l alone) and `added_activation` (suffix differences) per layer."""
     head = federated.head_names if train_head else ()
     num_layers = federated.layer_map.num_layers
@@ -60,7 +70,10 @@ def probe_costs(federated: FederatedModel, batch: dict[str, torch.Tensor], preci
     federated.model.train()
     with torch.random.fork_rng(devices=[federated.device] if federated.device.type == "cuda" else []):
         alone = [_saved_bytes(federated, batch, [layer], precision, head) for layer in range(num_layers)]
-        suffix = [_saved_bytes(federated, batch, list(range(layer, num_layers)), precision, head) for layer in range(num_layers)]
+        suffix = [
+            _saved_bytes(federated, batch, list(range(layer, num_layers)), precision, head)
+            for layer in range(num_layers)
+        ]
     federated.set_trainable(())
     above = [total - single for total, single in zip(suffix, alone)]  # what the layers above l add to l alone
     added = [0] + [above[layer - 1] - above[layer] for layer in range(1, num_layers)]
@@ -87,7 +100,11 @@ def cost_key(config: ExperimentConfig, federated: FederatedModel, batch: dict[st
     return {
         "model": config.model.name,
         "task": config.model.task,
-        "lora": {"rank": config.lora.rank, "target_modules": config.lora.target_modules, "dropout": config.lora.dropout},
+        "lora": {
+            "rank": config.lora.rank,
+            "target_modules": config.lora.target_modules,
+            "dropout": config.lora.dropout,
+        },
         "train_pooler": config.model.train_pooler,
         "head": config.training.head,
         "batch": {name: list(value.shape) for name, value in sorted(batch.items())},
@@ -96,7 +113,9 @@ def cost_key(config: ExperimentConfig, federated: FederatedModel, batch: dict[st
     }
 
 
-def cost_model_for(config: ExperimentConfig, federated: FederatedModel, train: Split, cache: Path | None = None) -> CostModel:
+def cost_model_for(
+    config: ExperimentConfig, federated: FederatedModel, train: Split, cache: Path | None = None
+) -> CostModel:
     """The cached cost model when `cache` holds one with the same key, otherwise a fresh probe."""
     batch = largest_batch(train, config.training.batch_size)
     key = cost_key(config, federated, batch)

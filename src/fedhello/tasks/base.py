@@ -55,8 +55,14 @@ class Task(ABC):
         """
 
     @abstractmethod
-    def encode(self, federated: FederatedModel, data: Any, split: Literal["train", "test"], positions: np.ndarray,
-               config: ExperimentConfig) -> Split:
+    def encode(
+        self,
+        federated: FederatedModel,
+        data: Any,
+        split: Literal["train", "test"],
+        positions: np.ndarray,
+        config: ExperimentConfig,
+    ) -> Split:
         """Model inputs for the samples at `positions` of the dataset's train or test split."""
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -64,8 +70,9 @@ class Task(ABC):
         return model(**batch).loss
 
     @abstractmethod
-    def evaluate(self, federated: FederatedModel, data: Split, indices: np.ndarray,
-                 settings: EvaluationSettings) -> dict[str, Any]:
+    def evaluate(
+        self, federated: FederatedModel, data: Split, indices: np.ndarray, settings: EvaluationSettings
+    ) -> dict[str, Any]:
         """Metrics of the loaded model on the samples at `indices` (EvalResult fields)."""
 
     @abstractmethod

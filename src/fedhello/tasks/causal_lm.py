@@ -27,6 +27,7 @@ from fedhello.models.loading import ensure_pad_token, load_with_lora
 from fedhello.precision import autocast_for
 from fedhello.tasks.base import EvaluationSettings, Objective, Task
 
+
 class CausalLMTask(Task):
     kind = "causal_lm"
     description = "instruction tuning of a decoder LLM (Llama-style q_proj/v_proj): answer tokens only, ROUGE-L"
@@ -34,13 +35,20 @@ class CausalLMTask(Task):
     headline_metric = "rouge_l"
 
     def load_model(self, config: ExperimentConfig, num_classes: int, device: torch.device) -> FederatedModel:
-        model, tokenizer = load_with_lora(config, AutoTokenizer.from_pretrained, AutoModelForCausalLM.from_pretrained,
-                                          device)
+        model, tokenizer = load_with_lora(
+            config, AutoTokenizer.from_pretrained, AutoModelForCausalLM.from_pretrained, device
+        )
         ensure_pad_token(tokenizer)
         return FederatedModel.wrap(model, self, (), tokenizer)
 
-    def encode(self, federated: FederatedModel, data: InstructionData, split: Literal["train", "test"],
-               positions: np.ndarray, config: ExperimentConfig) -> InstructionSplit:
+    def encode(
+        self,
+        federated: FederatedModel,
+        data: InstructionData,
+        split: Literal["train", "test"],
+        positions: np.ndarray,
+        config: ExperimentConfig,
+    ) -> InstructionSplit:
         prompts, responses = getattr(data, f"{split}_prompts"), getattr(data, f"{split}_responses")
         return encode_instructions(
             federated.preprocessor,
@@ -52,27 +60,35 @@ class CausalLMTask(Task):
         )
 
     @torch.inference_mode()
-    def evaluate(self, federated: FederatedModel, data: InstructionSplit, indices: np.ndarray,
-                 settings: EvaluationSettings) -> dict[str, Any]:
+    def evaluate(
+        self, federated: FederatedModel, data: InstructionSplit, indices: np.ndarray, settings: EvaluationSettings
+    ) -> dict[str, Any]:
         model, device = federated.model, federated.device
         model.eval()
         total_loss, answer_tokens = 0.0, 0
         for start in range(0, len(indices), settings.batch_size):
-            batch = {key: value.to(device) for key, value in data.batch(indices[start : start + settings.batch_size]).items()}
+            batch = {
+                key: value.to(device) for key, value in data.batch(indices[start : start + settings.batch_size]).items()
+            }
             labels = batch.pop("labels")
             with autocast_for(device, settings.precision):
                 logits = model(**batch).logits.float()
             targets = labels[:, 1:]
-            total_loss += F.cross_entropy(logits[:, :-1].flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX,
-                                          reduction="sum").item()
+            total_loss += F.cross_entropy(
+                logits[:, :-1].flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+            ).item()
             answer_tokens += int((targets != IGNORE_INDEX).sum())
         loss = total_loss / max(answer_tokens, 1)
-        metrics: dict[str, Any] = {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "num_samples": int(len(indices))}
+        metrics: dict[str, Any] = {
+            "loss": loss,
+            "perplexity": math.exp(min(loss, 50.0)),
+            "num_samples": len(indices),
+        }
         generated = indices[: settings.generate_samples]
         if len(generated):
             predictions = greedy_answers(federated, data, generated, settings)
             metrics["rouge_l"] = rouge_l(predictions, data.references(generated))
-            metrics["generated_samples"] = int(len(generated))
+            metrics["generated_samples"] = len(generated)
         return metrics
 
     def sample_objective(self, logits: torch.Tensor, labels: torch.Tensor, objective: Objective) -> torch.Tensor:
@@ -84,17 +100,26 @@ class CausalLMTask(Task):
         return (picked * answer).sum()
 
 
-def greedy_answers(federated: FederatedModel, data: InstructionSplit, indices: np.ndarray,
-                   settings: EvaluationSettings) -> list[str]:
+def greedy_answers(
+    federated: FederatedModel, data: InstructionSplit, indices: np.ndarray, settings: EvaluationSettings
+) -> list[str]:
     """Greedy continuations of the held-out prompts, decoded without special tokens."""
     model, device, tokenizer = federated.model, federated.device, federated.preprocessor
     answers: list[str] = []
     for start in range(0, len(indices), settings.batch_size):
-        prompts = {key: value.to(device) for key, value in data.prompt_batch(indices[start : start + settings.batch_size]).items()}
+        prompts = {
+            key: value.to(device)
+            for key, value in data.prompt_batch(indices[start : start + settings.batch_size]).items()
+        }
         with autocast_for(device, settings.precision), warnings.catch_warnings():
             # The checkpoint's generation config may carry sampling settings that greedy decoding ignores.
             warnings.filterwarnings("ignore", category=UserWarning)
-            output = model.generate(**prompts, max_new_tokens=settings.max_new_tokens, do_sample=False,
-                                    pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-        answers += tokenizer.batch_decode(output[:, prompts["input_ids"].shape[1]:], skip_special_tokens=True)
+            output = model.generate(
+                **prompts,
+                max_new_tokens=settings.max_new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+        answers += tokenizer.batch_decode(output[:, prompts["input_ids"].shape[1] :], skip_special_tokens=True)
     return [answer.strip() for answer in answers]

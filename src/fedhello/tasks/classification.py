@@ -74,14 +74,16 @@ class ClassificationTask(Task):
 
         model, preprocessor = load_with_lora(config, self.preprocessor_class.from_pretrained, load_model, device)
         self.complete_loading(model, preprocessor)
-        return FederatedModel.wrap(model, self, head_parameter_names(model, train_pooler=config.model.train_pooler),
-                                   preprocessor)
+        return FederatedModel.wrap(
+            model, self, head_parameter_names(model, train_pooler=config.model.train_pooler), preprocessor
+        )
 
     def complete_loading(self, model: nn.Module, preprocessor: Any) -> None:
         """Adjust a freshly loaded model and preprocessor to each other (nothing by default)."""
 
-    def evaluate(self, federated: FederatedModel, data: Split, indices: np.ndarray,
-                 settings: EvaluationSettings) -> dict[str, Any]:
+    def evaluate(
+        self, federated: FederatedModel, data: Split, indices: np.ndarray, settings: EvaluationSettings
+    ) -> dict[str, Any]:
         return classification_metrics(federated, data, indices, settings)
 
     def sample_objective(self, logits: torch.Tensor, labels: torch.Tensor, objective: Objective) -> torch.Tensor:
@@ -90,14 +92,17 @@ class ClassificationTask(Task):
 
 
 @torch.inference_mode()
-def classification_metrics(federated: FederatedModel, data: Split, indices: np.ndarray,
-                           settings: EvaluationSettings) -> dict[str, Any]:
+def classification_metrics(
+    federated: FederatedModel, data: Split, indices: np.ndarray, settings: EvaluationSettings
+) -> dict[str, Any]:
     model = federated.model
     device = federated.device
     model.eval()
     predictions, losses = [], []
     for start in range(0, len(indices), settings.batch_size):
-        batch = {key: value.to(device) for key, value in data.batch(indices[start : start + settings.batch_size]).items()}
+        batch = {
+            key: value.to(device) for key, value in data.batch(indices[start : start + settings.batch_size]).items()
+        }
         labels = batch.pop("labels")
         with autocast_for(device, settings.precision):
             logits = model(**batch).logits.float()
@@ -114,5 +119,5 @@ def classification_metrics(federated: FederatedModel, data: Split, indices: np.n
         "macro_f1": float(f1_score(truth, predicted, average="macro", zero_division=0)),
         "micro_f1": float(f1_score(truth, predicted, average="micro", zero_division=0)),
         "loss": float(sum(losses) / len(indices)),
-        "num_samples": int(len(indices)),
+        "num_samples": len(indices),
     }

@@ -23,8 +23,14 @@ class ImageClassificationTask(ClassificationTask):
     preprocessor_class = AutoImageProcessor
     model_options = {"ignore_mismatched_sizes": True}  # the checkpoint's head may have other classes
 
-    def encode(self, federated: FederatedModel, data: ImageClassificationData, split: Literal["train", "test"],
-               positions: np.ndarray, config: ExperimentConfig) -> ImageSplit:
+    def encode(
+        self,
+        federated: FederatedModel,
+        data: ImageClassificationData,
+        split: Literal["train", "test"],
+        positions: np.ndarray,
+        config: ExperimentConfig,
+    ) -> ImageSplit:
         num_channels = federated.model.get_base_model().config.num_channels
         images = getattr(data, f"{split}_images")[positions]
         return image_split(images, getattr(data, f"{split}_labels")[positions], federated.preprocessor, num_channels)

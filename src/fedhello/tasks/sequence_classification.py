@@ -29,8 +29,14 @@ class SequenceClassificationTask(ClassificationTask):
         if model.config.pad_token_id is None:
             model.config.pad_token_id = tokenizer.pad_token_id
 
-    def encode(self, federated: FederatedModel, data: TextClassificationData, split: Literal["train", "test"],
-               positions: np.ndarray, config: ExperimentConfig) -> EncodedSplit:
+    def encode(
+        self,
+        federated: FederatedModel,
+        data: TextClassificationData,
+        split: Literal["train", "test"],
+        positions: np.ndarray,
+        config: ExperimentConfig,
+    ) -> EncodedSplit:
         texts = getattr(data, f"{split}_texts")
         labels = getattr(data, f"{split}_labels")[positions]
         return encode_texts(federated.preprocessor, [texts[i] for i in positions], labels, config.model.max_length)

@@ -12,8 +12,5 @@ class ExclusiveStrategy(AllocationStrategy):
     def allocate(self, context: AllocationContext) -> Allocation:
         every_layer = tuple(range(context.num_layers))
         return Allocation(
-            {
-                client.client_id: every_layer if client.budget >= context.num_layers else ()
-                for client in context.clients
-            }
+            {client.client_id: every_layer if client.budget >= context.num_layers else () for client in context.clients}
         )

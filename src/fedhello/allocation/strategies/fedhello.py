@@ -22,11 +22,15 @@ from fedhello.allocation.strategy_utils import (
 
 
 class FedHeLLoParams(TierWeightsParams):
-    pattern: PatternName = Field("bottleneck", description="RGD pattern before (and, in refresh_only, between) refreshes")
+    pattern: PatternName = Field(
+        "bottleneck", description="RGD pattern before (and, in refresh_only, between) refreshes"
+    )
     fim_start: RoundSpec = Field(
         0.2, description="first round using Fisher weights: a count, or a fraction of the run (reference: 50 of 500)"
     )
-    fim_every: RoundSpec = Field(0.2, description="Fisher refresh period: a count, or a fraction of the run (reference: 50)")
+    fim_every: RoundSpec = Field(
+        0.2, description="Fisher refresh period: a count, or a fraction of the run (reference: 50)"
+    )
     mode: Literal["persistent", "refresh_only"] = Field(
         "persistent",
         description="persistent: latest Fisher weights until the next refresh; refresh_only: Fisher weights only in "

@@ -47,7 +47,9 @@ def most_importance_per_byte(scores: np.ndarray, slot: ClientSlot, costs: CostMo
 @register_strategy
 class FisherPerByteStrategy(KeepsFisherWeights, AllocationStrategy):
     name = "fisher-per-byte"
-    summary = "each client greedily takes the layers with the most Fisher score per byte of training memory its budget allows"
+    summary = (
+        "each client greedily takes the layers with the most Fisher score per byte of training memory its budget allows"
+    )
     Params = RefreshEveryParams
     uses_layer_scores = True
     uses_costs = True
@@ -68,6 +70,9 @@ class FisherPerByteStrategy(KeepsFisherWeights, AllocationStrategy):
             self._weights = scores / scores.sum() if scores.sum() > 0 else np.full(len(scores), 1 / len(scores))
             fisher = FisherRecord(context.round, scores.tolist(), [], self._weights.tolist())
         return Allocation(
-            {client.client_id: most_importance_per_byte(self._weights, client, context.costs) for client in context.clients},
+            {
+                client.client_id: most_importance_per_byte(self._weights, client, context.costs)
+                for client in context.clients
+            },
             fisher=fisher,
         )

@@ -39,7 +39,9 @@ from fedhello.tensor_state import TensorState, pad_factor
 
 
 class HetLoRAParams(RankParams):
-    weighting: Literal["norm", "samples"] = Field("norm", description="norm: weight by ||B·A||_F (HetLoRA); samples: by data size")
+    weighting: Literal["norm", "samples"] = Field(
+        "norm", description="norm: weight by ||B·A||_F (HetLoRA); samples: by data size"
+    )
     tail_truncation: float | None = Field(
         None,
         gt=0,
@@ -75,7 +77,9 @@ class HetLoRAStrategy(RankHeterogeneousStrategy):
         return min(super().client_rank(client, context), self._pruned_ranks.get(client.client_id, self.full_rank))
 
     def state_dict(self) -> StrategyState:
-        return StrategyState(values={"pruned_ranks": {str(client): rank for client, rank in self._pruned_ranks.items()}})
+        return StrategyState(
+            values={"pruned_ranks": {str(client): rank for client, rank in self._pruned_ranks.items()}}
+        )
 
     def load_state_dict(self, state: StrategyState) -> None:
         self._pruned_ranks = {int(client): int(rank) for client, rank in state.values.get("pruned_ranks", {}).items()}
@@ -89,7 +93,10 @@ class HetLoRAStrategy(RankHeterogeneousStrategy):
         ranks = [int(factors[u.client_id][pairs[0][0]].shape[0]) for u in updates]
         for a_name, b_name in pairs:
             if self.params.weighting == "norm":
-                raw = [float(torch.linalg.norm(factors[u.client_id][b_name] @ factors[u.client_id][a_name])) for u in updates]
+                raw = [
+                    float(torch.linalg.norm(factors[u.client_id][b_name] @ factors[u.client_id][a_name]))
+                    for u in updates
+                ]
             else:
                 raw = [float(u.num_samples) for u in updates]
             for name, component_axis in ((a_name, 0), (b_name, 1)):
