@@ -6,11 +6,28 @@ import argparse
 import sys
 from pathlib import Path
 
-from fedhello.errors import ConfigError, EngineError, RunInterrupted
+from fedhello.errors import DISK_FULL, ConfigError, EngineError, RunInterrupted
 
 EXIT_CONFIG_ERROR = 2
 EXIT_INTERRUPTED = 130
 EXIT_ENGINE_ERROR = 1
+
+
+def _disk_full_message(args: argparse.Namespace, error: OSError) -> str:
+    """One line for a full disk: what stopped, what survived, how to continue."""
+    where = f" ({error.filename})" if error.filename else ""
+    run_dir = getattr(args, "run_dir", None) if args.command == "resume" else getattr(args, "out", None)
+    if args.command in ("run", "resume") and run_dir is not None:
+        return (
+            f"{error.strerror}{where}: the run stopped and is marked failed at its last complete checkpoint; "
+            f"free some space, then continue it with `fedhello resume {run_dir}`"
+        )
+    if args.command == "compare":
+        return (
+            f"{error.strerror}{where}: the comparison stopped; free some space and run the same "
+            "`fedhello compare` again (finished cells are kept, the interrupted one resumes)"
+        )
+    return f"{error.strerror}{where}: nothing was completed; free some space and run the command again"
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -19,9 +36,11 @@ def _run(args: argparse.Namespace) -> int:
 
     config = load_config(args.preset, args.config, args.set)
     strategy_from_config(config)  # reject unknown strategies and bad params before anything is loaded
-    if args.out is not None:
-        config.output.dir = str(args.out)
+    from fedhello.run_directory import default_run_dir
     from fedhello.runner import run_experiment
+
+    args.out = Path(args.out or config.output.dir or default_run_dir(config))  # named if the disk fills up
+    config.output.dir = str(args.out)
 
     outcome = run_experiment(config, engine=args.engine)
     print()
@@ -266,6 +285,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG_ERROR
     except EngineError as error:
         print(f"fedhello: error: {error}", file=sys.stderr)
+        return EXIT_ENGINE_ERROR
+    except OSError as error:
+        if error.errno not in DISK_FULL:
+            raise
+        print(f"fedhello: error: {_disk_full_message(args, error)}", file=sys.stderr)
         return EXIT_ENGINE_ERROR
     except RunInterrupted as error:
         print(f"fedhello: {error}", file=sys.stderr)

@@ -43,6 +43,7 @@ from fedhello.preparation import FederatedTask
 from fedhello.records import AllocationRecord, ClientRecord, FisherRecord, JsonRecord, RoundRecord
 from fedhello.resources.cost_model import CostModel
 from fedhello.resources.probe import COST_FILE
+from fedhello.run_lock import LOCK_FILE
 
 CONFIG_FILE = "config.yaml"
 INFO_FILE = "run_info.json"
@@ -50,8 +51,8 @@ PARTITION_FILE = "partition.csv"
 ADAPTER_FILE = "adapter.safetensors"
 ADAPTER_DIR = "adapter"
 SUMMARY_FILE = "summary.md"
-# What may already be in a directory a run claims: a comparison cell's label, Flower's node homes.
-PRE_EXISTING = {"cell.json", "flower"}
+# What may already be in a directory a run claims: a comparison cell's label, Flower's node homes, its lock.
+PRE_EXISTING = {"cell.json", "flower", LOCK_FILE}
 
 Record = TypeVar("Record", bound=JsonRecord)
 

@@ -25,6 +25,7 @@ from fedhello.federation.inprocess import inprocess_server
 from fedhello.lifecycle import RunOutcome, run_rounds
 from fedhello.outputs.summary import format_table, summary_table_rows
 from fedhello.resources.probe import COST_FILE
+from fedhello.run_lock import run_lock
 from fedhello.run_directory import ADAPTER_FILE, RunDirectory, check_run_dir, default_run_dir
 
 INPROCESS, FLOWER_SIM, FLOWER_LOCAL = "inprocess", "flower-sim", "flower-local"
@@ -47,13 +48,18 @@ def run_experiment(config: ExperimentConfig, out_dir: Path | None = None, engine
     path = Path(out_dir or config.output.dir or default_run_dir(config))
     check_run_dir(path)
     experiment = prepare_experiment(config)
-    run_dir = RunDirectory.claim(path, config)
-    return _launch(experiment, run_dir, engine, resume=False)
+    with run_lock(path):
+        return _launch(experiment, RunDirectory.claim(path, config), engine, resume=False)
 
 
 def resume_experiment(path: Path) -> RunOutcome:
     """Continue an interrupted run, on the engine it was started on, from its last complete checkpoint."""
-    run_dir = RunDirectory.existing(path)
+    with run_lock(RunDirectory.existing(path).path):
+        return _resume_locked(RunDirectory(path))
+
+
+def _resume_locked(run_dir: RunDirectory) -> RunOutcome:
+    path = run_dir.path
     if is_complete(path):
         raise ConfigError(f"{path} is a complete run; nothing to resume (`fedhello report {path}` shows it)")
     if not run_dir.has_info():
