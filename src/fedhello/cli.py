@@ -62,12 +62,29 @@ def _resume(args: argparse.Namespace) -> int:
 def _flower_app(args: argparse.Namespace) -> int:
     from fedhello.allocation.registry import strategy_from_config
     from fedhello.config import load_config
+    from fedhello.experiment import prepare_experiment
+    from fedhello.flower.deployment import check_app_dir, write_flower_app
+    from fedhello.resources.probe import COST_FILE
+    from fedhello.run_directory import RunDirectory, check_run_dir
 
-    config = load_config(args.preset, args.config, args.set)
+    if args.resume:
+        if args.preset or args.config or args.set:
+            raise ConfigError(
+                "flower-app --resume continues the run in --run-dir with its own config.yaml; drop --preset/--config/--set"
+            )
+        run_dir = RunDirectory.existing(args.run_dir)
+        config = run_dir.config()
+    else:
+        config = load_config(args.preset, args.config, args.set)
+        if args.run_dir.is_file():
+            raise ConfigError(f"--run-dir: {args.run_dir} is a file, not a directory; choose another --run-dir")
+        if args.run_dir.exists():  # otherwise it may be a path on the SuperLink's machine
+            check_run_dir(args.run_dir)
     strategy_from_config(config)
-    from fedhello.flower.deployment import write_flower_app
-
-    app_dir = write_flower_app(config, args.run_dir, args.app_dir)
+    check_app_dir(args.app_dir)
+    # The same data and model checks as `fedhello run`, so a config that cannot run yields no app.
+    experiment = prepare_experiment(config, cost_cache=args.run_dir / COST_FILE if args.resume else None)
+    app_dir = write_flower_app(config, args.run_dir, args.app_dir, resume=args.resume, costs=experiment.costs)
     print(f"Flower app written to {app_dir}; run it with: flwr run {app_dir} <connection> --stream")
     return 0
 
@@ -88,11 +105,21 @@ def _compare(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from fedhello.comparison.report import write_report
     from fedhello.outputs.run_report import write_run_report
+    from fedhello.outputs.run_writer import read_jsonl
+    from fedhello.outputs.summary import check_round_records
     from fedhello.run_directory import RunDirectory
 
     directory: Path = args.directory
     if (directory / "metrics.jsonl").exists() or (directory / "config.yaml").exists():
-        print(write_run_report(RunDirectory.existing(directory)))
+        run_dir = RunDirectory.existing(directory)
+        if not run_dir.has_info():
+            raise ConfigError(
+                f"{directory} stopped before its first round (no run_info.json); there is nothing to report"
+            )
+        check_round_records(
+            read_jsonl(directory / "metrics.jsonl"), run_dir.checkpointed_round(), directory / "metrics.jsonl"
+        )
+        print(write_run_report(run_dir))
     elif (directory / "runs").is_dir():
         print(write_report(directory, args.target))
     else:
@@ -227,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the ServerApp writes the run directory (on the SuperLink's machine)",
     )
     flower_app.add_argument("--app-dir", type=Path, required=True, help="the Flower app directory to write")
+    flower_app.add_argument(
+        "--resume", action="store_true", help="continue the interrupted run in --run-dir from its last checkpoint"
+    )
     flower_app.set_defaults(handler=_flower_app)
 
     compare = commands.add_parser("compare", help="run a grid of methods x partitions x seeds and tabulate it")

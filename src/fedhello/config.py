@@ -106,7 +106,9 @@ class LoraConfig(_Section):
     @classmethod
     def _some_targets(cls, value: str | list[str]) -> str | list[str]:
         if isinstance(value, list) and (not value or any(not name.strip() for name in value)):
-            raise ValueError("needs at least one module name (e.g. [query, value]), or 'auto'; empty names are not names")
+            raise ValueError(
+                "needs at least one module name (e.g. [query, value]), or 'auto'; empty names are not names"
+            )
         return value
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -32,6 +31,7 @@ from fedhello.checkpoint import read_status, write_status
 from fedhello.config import ExperimentConfig, config_to_yaml, load_config
 from fedhello.data.partition import partition_summary
 from fedhello.errors import ConfigError
+from fedhello.output_paths import check_creatable
 from fedhello.outputs.run_writer import (
     ALLOCATIONS_JSONL,
     CLIENTS_JSONL,
@@ -90,11 +90,7 @@ def check_run_dir(path: Path) -> None:
                 f"config field 'output.dir': {path} is not empty and not a fedhello run directory; "
                 "choose a new or empty --out"
             )
-    existing = path
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"config field 'output.dir': cannot create {path} ({existing} is not a writable directory)")
+    check_creatable(path, "config field 'output.dir'")
 
 
 class RunDirectory:

@@ -33,8 +33,11 @@ def run_lock(directory: Path) -> Iterator[None]:
 
     Raises `ConfigError` naming the holder's PID if another process holds it.
     """
-    directory.mkdir(parents=True, exist_ok=True)
-    handle = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        handle = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise ConfigError(f"cannot write in {directory} ({error.strerror}); choose a writable directory") from None
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -25,8 +25,8 @@ from fedhello.federation.inprocess import inprocess_server
 from fedhello.lifecycle import RunOutcome, run_rounds
 from fedhello.outputs.summary import format_table, summary_table_rows
 from fedhello.resources.probe import COST_FILE
-from fedhello.run_lock import run_lock
 from fedhello.run_directory import ADAPTER_FILE, RunDirectory, check_run_dir, default_run_dir
+from fedhello.run_lock import run_lock
 
 INPROCESS, FLOWER_SIM, FLOWER_LOCAL = "inprocess", "flower-sim", "flower-local"
 ENGINES = (INPROCESS, FLOWER_SIM, FLOWER_LOCAL)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import shutil
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from fedhello.config import (
     read_preset,
 )
 from fedhello.errors import ConfigError, pydantic_message
+from fedhello.output_paths import check_creatable
 from fedhello.run_lock import LOCK_FILE, run_lock
 from fedhello.tasks import task_for
 
@@ -185,11 +185,7 @@ def check_comparison_dir(out_dir: Path) -> None:
                 f"compare --out {out_dir} is not empty and not a comparison directory (no comparison.yaml); "
                 "choose a new or empty --out"
             )
-    existing = out_dir
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"compare --out: cannot create {out_dir} ({existing} is not a writable directory)")
+    check_creatable(out_dir, "compare --out")
 
 
 def is_complete(run_dir: Path) -> bool:
