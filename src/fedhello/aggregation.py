@@ -28,7 +28,7 @@ def aggregate(
 ) -> tuple[TensorState, dict[str, int]]:
     """Return the new global state and, per tensor, how many clients trained it."""
     new_state = dict(global_state)
-    trainer_counts = {name: 0 for name in global_state}
+    trainer_counts = dict.fromkeys(global_state, 0)
     for name, old in global_state.items():
         contributors = [update for update in updates if name in update.deltas]
         if not contributors:
@@ -36,7 +36,8 @@ def aggregate(
         raw = [float(update.num_samples) if weighting == "samples" else 1.0 for update in contributors]
         total = sum(raw)
         mean_delta = sum(
-            (weight / total) * update.deltas[name].to(old.dtype) for weight, update in zip(raw, contributors)
+            (weight / total) * update.deltas[name].to(old.dtype)
+            for weight, update in zip(raw, contributors, strict=True)
         )
         new_state[name] = old + mean_delta
         trainer_counts[name] = len(contributors)

@@ -468,7 +468,8 @@ def _describe_error(exc: ValidationError) -> str:
             if get_origin(section) is list:
                 section = get_args(section)[0]
         allowed = ", ".join(section.model_fields)
-        return f"unknown config field '{location}'{did_you_mean(location.rsplit('.', 1)[-1], section.model_fields)}; allowed here: {allowed}"
+        suggestion = did_you_mean(location.rsplit(".", 1)[-1], section.model_fields)
+        return f"unknown config field '{location}'{suggestion}; allowed here: {allowed}"
     message = pydantic_message(error)
     given = error.get("input")
     shown = "" if isinstance(given, (dict, list)) or given is None else f" (got {given!r})"

@@ -180,10 +180,12 @@ def write_run_report(out_dir: Path) -> str:
             ],
         )
     config_lines = [
-        f"model `{config.model.name}` ({num_layers} layers), LoRA rank {config.lora.rank}, dataset `{config.data.dataset}`",
+        f"model `{config.model.name}` ({num_layers} layers), LoRA rank {config.lora.rank}, dataset "
+        f"`{config.data.dataset}`",
         f"{config.federation.num_clients} clients, {config.federation.clients_per_round} per round, "
         f"{config.federation.rounds} rounds, partition `{config.partition.scheme}`",
-        f"strategy `{config.allocation.strategy}` {json.dumps(config.allocation.params) if config.allocation.params else ''}, "
+        f"strategy `{config.allocation.strategy}` "
+        f"{json.dumps(config.allocation.params) if config.allocation.params else ''}, "
         f"groups ratio {config.groups.ratio} with layer budgets {budgets}",
         f"seed {config.seed}, device {info['device']}",
     ]
@@ -309,7 +311,7 @@ def _run_inprocess(
     total = config.federation.rounds
     checkpoint = None
     if resume:
-        layout_state = {name: tensor for name, tensor in task.layout().initial_state.items()}
+        layout_state = dict(task.layout().initial_state.items())
         checkpoint = load_checkpoint(out_dir, config_text, strategy.name, layout_state)
         truncate_records(out_dir, checkpoint.records if checkpoint else {})
     start = checkpoint.round if checkpoint else 0

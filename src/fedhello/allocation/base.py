@@ -146,7 +146,7 @@ class AllocationStrategy(ABC):
         """What decides this strategy's next rounds (empty for stateless strategies)."""
         return StrategyState()
 
-    def load_state_dict(self, state: StrategyState) -> None:
+    def load_state_dict(self, state: StrategyState) -> None:  # noqa: B027 - optional hook, a no-op when stateless
         """Restore what `state_dict` returned (after `bind`)."""
 
     @classmethod

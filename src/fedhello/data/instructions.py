@@ -10,6 +10,7 @@ be tested without the network.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -94,8 +95,8 @@ def split_by_category(name: str, pairs: Sequence[InstructionPair], test_fraction
         is_test[generator.permutation(positions)[:test_count]] = True
     return instruction_data(
         name,
-        [pair for pair, test in zip(pairs, is_test) if not test],
-        [pair for pair, test in zip(pairs, is_test) if test],
+        [pair for pair, test in zip(pairs, is_test, strict=True) if not test],
+        [pair for pair, test in zip(pairs, is_test, strict=True) if test],
     )
 
 
@@ -138,7 +139,7 @@ def chatterbot_pairs(document: dict, fallback_category: str) -> list[Instruction
         utterances = [utterance_text(value) for value in conversation]
         pairs.extend(
             InstructionPair(prompt, response, str(category))
-            for prompt, response in zip(utterances, utterances[1:])
+            for prompt, response in itertools.pairwise(utterances)
             if prompt and response
         )
     return pairs

@@ -115,7 +115,10 @@ def _read_fashion_part(prefix: str) -> LabelledImages:
 
 @lru_cache(maxsize=1)
 def fashion_mnist_splits() -> ImageSplits:
-    """Fashion-MNIST from the Debian package: a fixed seeded 10k of the 60k training images are the pretraining split."""
+    """Fashion-MNIST from the Debian package.
+
+    A fixed seeded 10k of the 60k training images are the pretraining split.
+    """
     train, test = _read_fashion_part("train"), _read_fashion_part("t10k")
     order = np.random.default_rng(0).permutation(len(train.labels))  # fixed: part of the dataset's definition
     pretraining, clients = (

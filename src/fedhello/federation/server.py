@@ -152,7 +152,7 @@ class Server:
         chosen = np.sort(sampling.choice(federation.num_clients, federation.clients_per_round, replace=False))
         slots = [
             ClientSlot(int(client), int(group), self.group_budgets[group], self.group_memory[group])
-            for client, group in zip(chosen, self.client_groups[chosen])
+            for client, group in zip(chosen, self.client_groups[chosen], strict=True)
         ]
         allocation = self.strategy.allocate(
             AllocationContext(
