@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
+from fedhello.config import Weighting
 from fedhello.tensor_state import TensorState
 
 
@@ -24,7 +24,7 @@ class ClientUpdate:
 def aggregate(
     global_state: TensorState,
     updates: Sequence[ClientUpdate],
-    weighting: Literal["samples", "uniform"] = "samples",
+    weighting: Weighting = "samples",
 ) -> tuple[TensorState, dict[str, int]]:
     """Return the new global state and, per tensor, how many clients trained it."""
     new_state = dict(global_state)

@@ -133,7 +133,7 @@ def cells(comparison: ComparisonConfig) -> list[Cell]:
     return [
         Cell(method, partition.name, ratio, seed)
         for partition in comparison.partitions
-        for ratio in (comparison.ratios or [None])
+        for ratio in (comparison.ratios or (None,))
         for method in names
         for seed in comparison.seeds
     ]
@@ -212,9 +212,10 @@ def _run_in_workers(jobs: list[tuple[str, ExperimentConfig, Path, bool]], worker
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
-                if future.exception() is not None:
+                error = future.exception()
+                if error is not None:
                     pool.shutdown(cancel_futures=True)
-                    raise future.exception()
+                    raise error
                 print(f"{futures[future]}: done", flush=True)
 
 

@@ -132,7 +132,7 @@ def chatterbot_pairs(document: dict, fallback_category: str) -> list[Instruction
     utterance that `utterance_text` cannot read.
     """
     category = (document.get("categories") or [fallback_category])[0]
-    pairs = []
+    pairs: list[InstructionPair] = []
     for conversation in document.get("conversations") or []:
         if not isinstance(conversation, list):
             continue

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
 import torch
@@ -45,7 +45,8 @@ from fedhello.tensor_state import TensorState, state_bytes
 class ServerRuntime(Protocol):
     """What the server needs from the model side of its engine."""
 
-    num_test_samples: int
+    @property
+    def num_test_samples(self) -> int: ...
 
     def evaluate(self, global_state: TensorState, indices: np.ndarray, split: str) -> EvalResult: ...
 
@@ -107,7 +108,7 @@ class Server:
         self.group_memory = memory_budgets(config.groups.budgets)
         self.client_groups = assign_groups(
             config.federation.num_clients,
-            config.groups.ratio,
+            cast(list[float], config.groups.ratio),  # GroupsConfig parses '6:3:1' strings into shares
             config.groups.assignment,
             numpy_rng(config.seed, "groups"),
         )

@@ -33,6 +33,6 @@ class ImageClassificationTask(ClassificationTask):
         positions: np.ndarray,
         config: ExperimentConfig,
     ) -> ImageSplit:
-        num_channels = federated.model.get_base_model().config.num_channels
+        num_channels = federated.model.config.num_channels
         images = getattr(data, f"{split}_images")[positions]
         return image_split(images, getattr(data, f"{split}_labels")[positions], federated.preprocessor, num_channels)
