@@ -1,7 +1,8 @@
 """mkdocs hook: the site's home page is README.md, so the front page has one source.
 
 README.md lives at the repository root (where GitHub shows it) and links into docs/; the site
-is built from docs/, so the hook adds the README as index.md with those links made relative.
+is built from docs/, so the hook adds the README as index.md with those links made relative,
+and points the pages' links to ../README.md at it.
 """
 
 from __future__ import annotations
@@ -21,4 +22,4 @@ def on_files(files: Files, config) -> Files:
 def on_page_markdown(markdown: str, page, config, files) -> str:
     if page.file.src_uri == "index.md":
         return markdown.replace("](docs/", "](")
-    return markdown
+    return markdown.replace("](../README.md", "](index.md")

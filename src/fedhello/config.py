@@ -258,7 +258,7 @@ class ExperimentConfig(_Section):
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto",
         description="autocast of training and evaluation: auto = bf16 on CUDA, fp32 on CPU (CPUs without native "
-        "bf16, such as AVX2-only ones, run bf16 6-10x slower; see benchmarks/README.md)",
+        "bf16, such as AVX2-only ones, run bf16 6-10x slower; see docs/benchmarks.md)",
     )
     model: ModelConfig = Field(default_factory=ModelConfig)
     lora: LoraConfig = Field(default_factory=LoraConfig)
