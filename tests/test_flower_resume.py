@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -23,9 +24,8 @@ from fedhello import cli
 from fedhello.checkpoint import read_status
 from fedhello.config import load_config
 from fedhello.errors import ConfigError
+from fedhello.flower.run_settings import decode_config
 from fedhello.runner import resume_experiment, run_experiment
-
-pytestmark = pytest.mark.slow  # Ray start-up: three simulations of about 30 s each
 
 RECORD_FILES = ("metrics.jsonl", "clients.jsonl", "allocations.jsonl", "fisher.jsonl")
 
@@ -75,6 +75,7 @@ def records_without_times(path: Path) -> list[dict]:
     return [strip(json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
 
 
+@pytest.mark.slow  # Ray start-up: three simulations of about 30 s each
 def test_sigkilled_flower_simulation_resumes_to_the_uninterrupted_result(
     tiny_vit_folder, tmp_path, one_torch_thread
 ) -> None:
@@ -128,6 +129,25 @@ def test_flower_runs_with_client_held_tensors_refuse_to_resume(tiny_vit_folder, 
     )
     assert config.training.head == "local"
     with pytest.raises(ConfigError, match="cannot be resumed exactly: its clients kept tensors \\(local heads\\)"):
+        resume_experiment(run)
+
+
+def test_flower_app_resume_writes_a_resuming_app_for_the_run(tiny_vit_folder, tmp_path) -> None:
+    """A manual deployment continues its run with an app whose run config says resume, and the run's own config."""
+    run = tmp_path / "run"
+    run.mkdir()
+    _write(tmp_path, config_data(tiny_vit_folder))
+    (run / "config.yaml").write_text((tmp_path / "config.yaml").read_text())
+    (run / "run_info.json").write_text(
+        '{"num_layers": 4, "group_budgets": [1, 2, 4], "device": "cpu", "engine": "flower-deployment", '
+        '"client_groups": [0, 1, 2]}'
+    )
+    app = tmp_path / "app"
+    assert cli.main(["flower-app", "--resume", "--run-dir", str(run), "--app-dir", str(app)]) == 0
+    app_config = tomllib.loads((app / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    assert app_config["resume"] == "true"
+    assert decode_config(app_config["fedhello-config"]) == load_config(path=run / "config.yaml")
+    with pytest.raises(ConfigError, match="manual Flower deployment"):
         resume_experiment(run)
 
 

@@ -17,10 +17,11 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
+from fedhello.allocation.registry import strategy_from_config
 from fedhello.checkpoint import is_complete
 from fedhello.config import ExperimentConfig
 from fedhello.errors import ConfigError
-from fedhello.experiment import PreparedExperiment, prepare_experiment
+from fedhello.experiment import PreparedExperiment, client_state_kind, prepare_experiment
 from fedhello.federation.inprocess import inprocess_server
 from fedhello.lifecycle import RunOutcome, run_rounds
 from fedhello.outputs.summary import format_table, summary_table_rows
@@ -51,8 +52,8 @@ def run_experiment(config: ExperimentConfig, out_dir: Path | None = None, engine
     return _launch(experiment, run_dir, engine, resume=False)
 
 
-def resume_experiment(path: Path) -> RunOutcome:
-    """Continue an interrupted run, on the engine it was started on, from its last complete checkpoint."""
+def resumable_config(path: Path, engine: str | None = None) -> ExperimentConfig:
+    """The config of an interrupted run that `engine` (default: the one it ran on) can continue exactly."""
     run_dir = RunDirectory.existing(path)
     if is_complete(path):
         raise ConfigError(f"{path} is a complete run; nothing to resume (`fedhello report {path}` shows it)")
@@ -61,6 +62,20 @@ def resume_experiment(path: Path) -> RunOutcome:
             f"{path} stopped before its first round (no run_info.json); start it again with "
             f"`fedhello run --config {run_dir / 'config.yaml'}` and a new --out"
         )
+    config = run_dir.config()
+    kept = client_state_kind(config, strategy_from_config(config))
+    if (engine or run_dir.info().engine) != INPROCESS and kept is not None:
+        raise ConfigError(
+            f"{path} cannot be resumed exactly: its clients kept tensors ({kept}) in their Flower node state, "
+            "which ends with the Flower run; start it again, or run such strategies in-process"
+        )
+    return config
+
+
+def resume_experiment(path: Path) -> RunOutcome:
+    """Continue an interrupted run, on the engine it was started on, from its last complete checkpoint."""
+    config = resumable_config(path)
+    run_dir = RunDirectory(path)
     engine = run_dir.info().engine
     if engine not in ENGINES:
         raise ConfigError(
@@ -68,13 +83,7 @@ def resume_experiment(path: Path) -> RunOutcome:
             f"`fedhello flower-app --resume --run-dir {path} --app-dir APP` and `flwr run APP <connection>`"
         )
     _check_engine(engine)
-    config = run_dir.config()
     experiment = prepare_experiment(config, cost_cache=run_dir / COST_FILE)
-    if engine != INPROCESS and experiment.clients_keep_state:
-        raise ConfigError(
-            f"{path} cannot be resumed exactly: its clients kept tensors ({experiment.client_state_kind}) in their "
-            "Flower node state, which ends with the Flower run; restart it, or run such strategies in-process"
-        )
     return _launch(experiment.with_groups(run_dir.recorded_groups()), run_dir, engine, resume=True)
 
 
