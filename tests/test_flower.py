@@ -155,7 +155,7 @@ def test_deployment_on_loopback_completes_and_survives_a_killed_supernode(tiny_v
     assert [c["status"] for c in clients if c["client"] == 1][1:] == ["dropped"] * 2 or len(reasons) == 1
     for name in ("summary.md", "metrics.csv", "adapter.safetensors", "config.yaml"):
         assert (run_dir / name).stat().st_size > 0, name
-    assert json.loads((run_dir / "run_info.json").read_text())["engine"] == "flower-sim"
+    assert json.loads((run_dir / "run_info.json").read_text())["engine"] == "flower-deployment"
 
 
 def test_flower_setup_problems_are_one_line_errors(monkeypatch, capsys):
