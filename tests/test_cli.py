@@ -119,7 +119,7 @@ def test_missing_command_is_a_usage_error() -> None:
 
 
 def test_readme_config_reference_is_the_schema():
-    """The README's config reference is exactly what `fedhello config` prints (regenerate it when the schema changes)."""
+    """The README's config reference is exactly what `fedhello config` prints (regenerate on schema changes)."""
     from fedhello.config import config_reference
 
     reference = config_reference().strip()

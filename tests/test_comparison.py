@@ -236,7 +236,7 @@ def test_comparisons_refuse_tasks_without_accuracy(tmp_path):
     from fedhello.comparison.grid import load_comparison, run_comparison
 
     comparison = load_comparison("offline-smoke", None, ["base.model.task=causal_lm"])
-    with pytest.raises(ConfigError, match="base.model.task"):
+    with pytest.raises(ConfigError, match=r"base\.model\.task"):
         run_comparison(comparison, tmp_path / "grid", progress=False)
     assert not (tmp_path / "grid").exists()
 
@@ -298,7 +298,7 @@ def test_worker_processes_give_the_same_cells_as_one_process(tmp_path, tiny_vit_
     serial = run_comparison(comparison, tmp_path / "serial", progress=False)
     parallel = run_comparison(comparison, tmp_path / "parallel", progress=False, workers=2)
     assert [d.name for d in parallel] == [d.name for d in serial] and len(serial) == 4
-    for one, other in zip(serial, parallel):
+    for one, other in zip(serial, parallel, strict=True):
         evaluations = [[r["eval"]["accuracy"], r["eval"]["loss"]] for r in read_jsonl(one / "metrics.jsonl")]
         assert evaluations == [[r["eval"]["accuracy"], r["eval"]["loss"]] for r in read_jsonl(other / "metrics.jsonl")]
         assert (other / "summary.md").exists()

@@ -74,7 +74,7 @@ def test_flower_simulation_equals_the_inprocess_engine(tiny_vit_folder, tmp_path
 
     assert len(inprocess_states) == len(round_states) == 2
     initial = inprocess_states[0]
-    for round_number, (ours, theirs) in enumerate(zip(inprocess_states, round_states), start=1):
+    for round_number, (ours, theirs) in enumerate(zip(inprocess_states, round_states, strict=True), start=1):
         assert set(ours) == set(theirs)
         for name in ours:
             torch.testing.assert_close(

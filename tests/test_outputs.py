@@ -101,12 +101,12 @@ def test_run_writer_metrics_jsonl_and_csv(tmp_path: Path) -> None:
     with (tmp_path / "run" / "metrics.csv").open(newline="") as f:
         reader = csv.reader(f)
         header = next(reader)
-        rows = [dict(zip(header, row)) for row in reader]
+        rows = [dict(zip(header, row, strict=True)) for row in reader]
     assert header == list(METRICS_CSV_COLUMNS)
     assert len(rows) == len(ROUNDS)
 
     eval_cols = ["eval_split", "eval_accuracy", "eval_macro_f1", "eval_micro_f1", "eval_loss"]
-    for rec, row in zip(ROUNDS, rows):
+    for rec, row in zip(ROUNDS, rows, strict=True):
         assert int(row["round"]) == rec["round"]
         assert float(row["train_loss"]) == pytest.approx(rec["train_loss"])
         assert int(row["num_clients"]) == 3
@@ -247,7 +247,7 @@ def test_format_table() -> None:
 def test_summary_rows_and_markdown(tmp_path: Path) -> None:
     final_eval = {"split": "test", "accuracy": 0.55, "macro_f1": 0.5, "micro_f1": 0.55, "loss": 1.8}
     headers, rows = summary_table_rows(ROUNDS, final_eval)
-    table = dict((row[0], row[1]) for row in rows)
+    table = {row[0]: row[1] for row in rows}
     assert headers == ["metric", "value"]
     assert table["best eval accuracy (subset)"] == 0.6125
     assert table["best eval round"] == 4
@@ -281,10 +281,10 @@ def test_summary_rows_and_markdown(tmp_path: Path) -> None:
 def test_best_eval_prefers_periodic_over_final_test() -> None:
     rounds = [_round(1, acc=0.3), _round(2, acc=0.5), _round(3, acc=0.9, split="test")]
     _, rows = summary_table_rows(rounds, None)
-    table = dict((row[0], row[1]) for row in rows)
+    table = {row[0]: row[1] for row in rows}
     assert table["best eval accuracy (subset)"] == 0.5
     assert table["best eval round"] == 2
     assert not any(label.startswith("final") for label in table)
     # With only test-split evals, those are the best available.
     _, rows = summary_table_rows([_round(1, acc=0.2, split="test"), _round(2, acc=0.4, split="test")], None)
-    assert dict((row[0], row[1]) for row in rows)["best eval round"] == 2
+    assert {row[0]: row[1] for row in rows}["best eval round"] == 2

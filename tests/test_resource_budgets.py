@@ -158,7 +158,7 @@ def test_no_allocation_exceeds_its_clients_memory_budget(name, params):
                 slots,
                 layer_budgets,
                 np.random.default_rng([seed, round_number]),
-                layer_scores=lambda: scores,
+                layer_scores=lambda scores=scores: scores,
                 costs=costs,
             )
             allocation = strategy.allocate(context)

@@ -123,8 +123,8 @@ def _datasets(args: argparse.Namespace) -> int:
         print(f"  {name:<20} {entry.description}")
     print("  hf:<id>[:<config>]   a hub dataset with text or image and label columns (online, needs fedhello[hub])")
     print("models (model.name):")
-    for name, entry in OFFLINE_MODELS.items():
-        print(f"  {name:<20} {entry.description} (offline, package {entry.distribution})")
+    for name, model in OFFLINE_MODELS.items():
+        print(f"  {name:<20} {model.description} (offline, package {model.distribution})")
     for name, dataset in PROJECT_PRETRAINED_MODELS.items():
         print(
             f"  {name:<20} small ViT pretrained by fedhello on {dataset}'s held-out split, a stand-in, not a "

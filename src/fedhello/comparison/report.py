@@ -392,7 +392,7 @@ def plot_accuracy(runs: list[RunMetrics], path: Path, versus: str) -> Path:
     figure = Figure(figsize=(6.5 * len(panels) + 1.8, 4.6))
     axes = figure.subplots(1, len(panels), squeeze=False)[0]
     colors = method_colors(runs)
-    for axis, (partition, ratio) in zip(axes, panels):
+    for axis, (partition, ratio) in zip(axes, panels, strict=True):
         for method in colors:
             members = [r for r in runs if r.method == method and r.partition == partition and r.ratio == ratio]
             if not members:

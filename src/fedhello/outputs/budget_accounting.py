@@ -31,7 +31,7 @@ def budget_rows(
 ) -> tuple[list[str], list[list]]:
     """One row per group with trained client-rounds: budget, realised peak, layers trained, violations."""
     rows = []
-    for group, (budget, layers, memory) in enumerate(zip(budgets, layer_budgets, memory_bytes)):
+    for group, (budget, layers, memory) in enumerate(zip(budgets, layer_budgets, memory_bytes, strict=True)):
         trained = [
             c for c in clients if c["group"] == group and c.get("status", "trained") == "trained" and c["layers"]
         ]

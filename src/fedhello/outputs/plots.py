@@ -55,7 +55,7 @@ def plot_learning_curves(rounds: list[dict], path: Path | str) -> Path | None:
 
     loss_pts = [(r["round"], r["train_loss"]) for r in rounds if r.get("train_loss") is not None]
     if loss_pts:
-        ax_loss.plot(*zip(*loss_pts), marker=".", color="tab:blue")
+        ax_loss.plot(*zip(*loss_pts, strict=True), marker=".", color="tab:blue")
     ax_loss.set(title="Train loss", xlabel="round", ylabel="loss")
     ax_loss.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_loss.grid(alpha=0.3)
@@ -70,11 +70,11 @@ def plot_learning_curves(rounds: list[dict], path: Path | str) -> Path | None:
     ):
         pts = [(rd, ev[key]) for rd, ev in periodic if ev.get(key) is not None]
         if pts:
-            ax_eval.plot(*zip(*pts), marker="o", markersize=3, color=color, label=label)
+            ax_eval.plot(*zip(*pts, strict=True), marker="o", markersize=3, color=color, label=label)
         test_pts = [(rd, ev[key]) for rd, ev in final if ev.get(key) is not None]
         if test_pts:
             ax_eval.scatter(
-                *zip(*test_pts),
+                *zip(*test_pts, strict=True),
                 marker="*",
                 s=180,
                 color=color,

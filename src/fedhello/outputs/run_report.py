@@ -65,7 +65,8 @@ def write_run_report(run_dir: RunDirectory) -> str:
         plots.plot_fisher_scores([record.to_json() for record in run_dir.fisher()], run_dir / "fisher_scores.png")
         plots.plot_partition(run_dir.partition(), run_dir / "partition.png")
     status = run_dir.status()
-    incomplete = status is not None and status.get("status") != "complete"
+    state = status.get("status") if status is not None else None
+    incomplete = state is not None and state != "complete"
     final_eval = rounds[-1].get("eval") if rounds and not incomplete else None
     headers, rows = summary_table_rows(rounds, final_eval)
     budgets_by_group = budget_table([record.to_json() for record in clients], config.groups.budgets, budgets, memory)
@@ -74,7 +75,7 @@ def write_run_report(run_dir: RunDirectory) -> str:
             0,
             [
                 "run status",
-                f"INCOMPLETE ({status.get('status')}): {len(rounds)} of "
+                f"INCOMPLETE ({state}): {len(rounds)} of "
                 f"{config.federation.rounds} rounds; continue with `fedhello resume {run_dir.path}`",
             ],
         )

@@ -45,6 +45,7 @@ class FedHeLLoStrategy(KeepsFisherWeights, AllocationStrategy):
     name = "fedhello"
     summary = "RGD with a pattern until fim_start, then Fisher-tier sampling refreshed every fim_every rounds"
     Params = FedHeLLoParams
+    params: FedHeLLoParams
     uses_layer_scores = True
 
     def __init__(self, params: FedHeLLoParams) -> None:

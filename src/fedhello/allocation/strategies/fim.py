@@ -25,6 +25,7 @@ class FIMStrategy(KeepsFisherWeights, AllocationStrategy):
     name = "fim"
     summary = "each client samples `budget` layers weighted by Fisher-score tiers, refreshed every `every` rounds"
     Params = FIMParams
+    params: FIMParams
     uses_layer_scores = True
 
     def __init__(self, params: FIMParams) -> None:

@@ -16,6 +16,7 @@ class GDStrategy(AllocationStrategy):
     name = "gd"
     summary = "each client trains the first `budget` layers of a geometric pattern (fixed sets)"
     Params = PatternParams
+    params: PatternParams
 
     def allocate(self, context: AllocationContext) -> Allocation:
         order = pattern_order(self.params.pattern, context.num_layers)

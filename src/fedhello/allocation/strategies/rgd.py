@@ -11,6 +11,7 @@ class RGDStrategy(AllocationStrategy):
     name = "rgd"
     summary = "each client samples `budget` layers, weighted by the pattern's count profile"
     Params = PatternParams
+    params: PatternParams
 
     def allocate(self, context: AllocationContext) -> Allocation:
         weights = profile_weights(self.params.pattern, context.num_layers, context.group_budgets)
