@@ -91,14 +91,20 @@ def _launch(experiment: PreparedExperiment, run_dir: RunDirectory, engine: str, 
     if engine == INPROCESS:
         server, clients = inprocess_server(experiment)
         return run_rounds(experiment, run_dir, server, clients, resume=resume)
-    if engine == FLOWER_SIM:
-        from fedhello.flower.simulation import run_flower_simulation
+    try:
+        if engine == FLOWER_SIM:
+            from fedhello.flower.simulation import run_flower_simulation
 
-        run_flower_simulation(experiment, run_dir, resume=resume)
-    else:
-        from fedhello.flower.deployment import run_local_deployment
+            run_flower_simulation(experiment, run_dir, resume=resume)
+        else:
+            from fedhello.flower.deployment import run_local_deployment
 
-        run_local_deployment(experiment.config, run_dir.path, resume=resume, costs=experiment.costs)
+            run_local_deployment(experiment.config, run_dir.path, resume=resume, costs=experiment.costs)
+    except BaseException as error:
+        # The server side may have died without a word (a killed SuperLink takes its ServerApp along).
+        if (run_dir.status() or {}).get("status") == "running":
+            run_dir.set_status("failed", run_dir.checkpointed_round(), experiment.config.federation.rounds, str(error))
+        raise
     rounds = run_dir.rounds()
     final = rounds[-1].eval if rounds else None
     round_dicts = [record.to_json() for record in rounds]
