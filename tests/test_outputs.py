@@ -23,6 +23,7 @@ from fedhello.outputs import (
     summary_table_rows,
     write_summary,
 )
+from fedhello.records import AllocationRecord, FisherRecord, RoundRecord
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -80,6 +81,11 @@ FISHER = [
     {"round": 0, "scores": [0.1, 0.5, 0.2, 0.9], "tiers": [0, 1, 0, 2], "weights": [0.1, 0.3, 0.1, 0.5]},
     {"round": 5, "scores": [0.2, 0.4, 0.3, 0.8], "tiers": [0, 1, 1, 2], "weights": [0.1, 0.3, 0.2, 0.4]},
 ]
+
+# The same records as the plots and tables read them back (`RunDirectory`).
+ROUND_RECORDS = [RoundRecord.from_json(record) for record in ROUNDS]
+ALLOCATION_RECORDS = [AllocationRecord.from_json(record) for record in ALLOCATIONS]
+FISHER_RECORDS = [FisherRecord.from_json(record) for record in FISHER]
 
 
 def _is_png(path: Path) -> bool:
@@ -197,13 +203,13 @@ def test_allocation_matrix_exact() -> None:
             [2, 0, 3],
         ]
     )
-    np.testing.assert_array_equal(allocation_matrix(ALLOCATIONS, 4), expected)
-    padded = allocation_matrix(ALLOCATIONS, 4, num_rounds=5)
+    np.testing.assert_array_equal(allocation_matrix(ALLOCATION_RECORDS, 4), expected)
+    padded = allocation_matrix(ALLOCATION_RECORDS, 4, num_rounds=5)
     assert padded.shape == (4, 5)
     np.testing.assert_array_equal(padded[:, :3], expected)
     assert not padded[:, 3:].any()
     with pytest.raises(ValueError):
-        allocation_matrix(ALLOCATIONS, 3)
+        allocation_matrix(ALLOCATION_RECORDS, 3)
     assert allocation_matrix([], 4).shape == (4, 0)
 
 
@@ -213,10 +219,10 @@ def test_plots_write_png(tmp_path: Path) -> None:
         {"client": 1, "num_samples": 15, "num_classes": 3, "class_counts": [5, 5, 5]},
     ]
     written = [
-        plot_learning_curves(ROUNDS, tmp_path / "learning_curves.png"),
-        plot_allocation_heatmap(ALLOCATIONS, 4, tmp_path / "allocation_heatmap.png"),
-        plot_layer_counts(ALLOCATIONS, 4, tmp_path / "layer_counts.png"),
-        plot_fisher_scores(FISHER, tmp_path / "fisher_scores.png"),
+        plot_learning_curves(ROUND_RECORDS, tmp_path / "learning_curves.png"),
+        plot_allocation_heatmap(ALLOCATION_RECORDS, 4, tmp_path / "allocation_heatmap.png"),
+        plot_layer_counts(ALLOCATION_RECORDS, 4, tmp_path / "layer_counts.png"),
+        plot_fisher_scores(FISHER_RECORDS, tmp_path / "fisher_scores.png"),
         plot_partition(partition, tmp_path / "partition.png"),
     ]
     for path in written:
@@ -257,7 +263,7 @@ def test_summary_rows_and_markdown(tmp_path: Path) -> None:
     assert table["of which evaluation (s)"] == "0.9 (12%)"  # three evaluated rounds of 0.3 s
     assert "15,000 B" in table["total bytes down"]
 
-    plot_learning_curves(ROUNDS, tmp_path / "learning_curves.png")
+    plot_learning_curves(ROUND_RECORDS, tmp_path / "learning_curves.png")
     path = write_summary(
         tmp_path / "summary.md",
         title="Run X",

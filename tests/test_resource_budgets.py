@@ -15,10 +15,11 @@ from fedhello.allocation.registry import build_strategy
 from fedhello.config import load_config
 from fedhello.errors import ConfigError
 from fedhello.outputs.run_writer import read_jsonl
+from fedhello.preparation import prepare_task
 from fedhello.resources.cost_model import CostModel
 from fedhello.resources.memory_units import parse_memory
 from fedhello.resources.probe import COST_FILE, cost_model_for, probe_costs
-from fedhello.runner import prepare_task, run_experiment
+from fedhello.runner import run_experiment
 from fedhello.training import LocalTrainingSettings, train_locally
 
 L = 6
@@ -238,15 +239,10 @@ def test_memory_budget_run_reports_zero_violations(tiny_vit_folder, tmp_path):
 
 def test_budget_accounting_counts_client_rounds_over_their_memory_budget():
     from fedhello.outputs.budget_accounting import budget_rows
+    from fedhello.records import ClientRecord
 
     def client(group, layers, activation, state=0, status="trained"):
-        return {
-            "group": group,
-            "layers": layers,
-            "activation_bytes": activation,
-            "state_bytes": state,
-            "status": status,
-        }
+        return ClientRecord(1, 0, group, layers, status, activation_bytes=activation, state_bytes=state)
 
     clients = [
         client(0, [5], 900, 100),
