@@ -10,12 +10,12 @@ from __future__ import annotations
 import math
 
 import pytest
-from test_causal_lm import lm_config, tiny_instructions, tiny_llama_folder  # noqa: F401 (fixtures)
 
 from fedhello.checkpoint import read_status
 from fedhello.outputs.summary import best_eval, format_cell, summary_table_rows
 from fedhello.records import headline_metric
 from fedhello.runner import run_experiment
+from test_causal_lm import lm_config, tiny_instructions, tiny_llama_folder  # noqa: F401 (fixtures)
 
 
 def test_no_generated_answers_runs_to_the_end_and_reports_the_held_out_loss(

@@ -151,7 +151,15 @@ def assert_same_run(run: Path, reference_run: Path) -> None:
     assert read_status(run)["status"] == "complete"
 
 
-@pytest.mark.parametrize(("point", "at"), [("mid-round", 4), ("mid-checkpoint", 4), ("after-checkpoint", 2)])
+@pytest.mark.parametrize(
+    ("point", "at"),
+    [
+        # Each kill point is a subprocess run plus its resume; the fast tier keeps one of them.
+        pytest.param("mid-round", 4, marks=pytest.mark.slow),
+        pytest.param("mid-checkpoint", 4, marks=pytest.mark.slow),
+        ("after-checkpoint", 2),
+    ],
+)
 def test_sigkilled_run_resumes_to_the_uninterrupted_result(reference, tmp_path, point, at, one_torch_thread) -> None:
     config_path, reference_run = reference
     script = tmp_path / "killer.py"

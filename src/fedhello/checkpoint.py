@@ -165,7 +165,7 @@ def save_checkpoint(
     data = save_safetensors({name: tensor.detach().contiguous().cpu() for name, tensor in tensors.items()})
     tensor_file = f"round-{server.round:06d}.safetensors"
     atomic_write(directory / tensor_file, data)
-    state = {
+    manifest = {
         "format": FORMAT,
         "version": VERSION,
         "round": server.round,
@@ -177,7 +177,7 @@ def save_checkpoint(
         "clients": sorted(clients),
         "records": _record_digests(run_dir),
     }
-    atomic_write(directory / STATE_FILE, (json.dumps(state, allow_nan=False, indent=1) + "\n").encode())
+    atomic_write(directory / STATE_FILE, (json.dumps(manifest, allow_nan=False, indent=1) + "\n").encode())
     for old in directory.glob("round-*.safetensors"):
         if old.name != tensor_file:
             old.unlink(missing_ok=True)

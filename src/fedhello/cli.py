@@ -65,15 +65,16 @@ def _flower_app(args: argparse.Namespace) -> int:
     from fedhello.experiment import prepare_experiment
     from fedhello.flower.deployment import check_app_dir, write_flower_app
     from fedhello.resources.probe import COST_FILE
-    from fedhello.run_directory import RunDirectory, check_run_dir
+    from fedhello.run_directory import check_run_dir
 
     if args.resume:
+        from fedhello.runner import resumable_config
+
         if args.preset or args.config or args.set:
             raise ConfigError(
-                "flower-app --resume continues the run in --run-dir with its own config.yaml; drop --preset/--config/--set"
+                "flower-app --resume continues the run with its own config.yaml; drop --preset/--config/--set"
             )
-        run_dir = RunDirectory.existing(args.run_dir)
-        config = run_dir.config()
+        config = resumable_config(args.run_dir, engine="flower")
     else:
         config = load_config(args.preset, args.config, args.set)
         if args.run_dir.is_file():
@@ -160,8 +161,8 @@ def _datasets(args: argparse.Namespace) -> int:
         print(f"  {name:<20} {entry.description}")
     print("  hf:<id>[:<config>]   a hub dataset with text or image and label columns (online, needs fedhello[hub])")
     print("models (model.name):")
-    for name, entry in OFFLINE_MODELS.items():
-        print(f"  {name:<20} {entry.description} (offline, package {entry.distribution})")
+    for name, model in OFFLINE_MODELS.items():
+        print(f"  {name:<20} {model.description} (offline, package {model.distribution})")
     for name, dataset in PROJECT_PRETRAINED_MODELS.items():
         print(
             f"  {name:<20} small ViT pretrained by fedhello on {dataset}'s held-out split, a stand-in, not a "
@@ -255,7 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     flower_app.add_argument("--app-dir", type=Path, required=True, help="the Flower app directory to write")
     flower_app.add_argument(
-        "--resume", action="store_true", help="continue the interrupted run in --run-dir from its last checkpoint"
+        "--resume",
+        action="store_true",
+        help="continue the interrupted run in --run-dir from its last checkpoint (with its own config.yaml)",
     )
     flower_app.set_defaults(handler=_flower_app)
 

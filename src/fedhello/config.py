@@ -30,6 +30,8 @@ from pydantic import (
 from fedhello.errors import ConfigError, pydantic_message
 from fedhello.resources.memory_units import parse_memory
 
+Weighting = Literal["samples", "uniform"]  # how clients' updates are weighted in aggregation
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True, allow_inf_nan=False)
@@ -164,9 +166,7 @@ class TrainingConfig(_Section):
         "reset: every client trains the never-updated initial head each round and throws it away (the reference "
         "code's behaviour)",
     )
-    weighting: Literal["samples", "uniform"] = Field(
-        "samples", description="aggregation weights among a tensor's trainers"
-    )
+    weighting: Weighting = Field("samples", description="aggregation weights among a tensor's trainers")
 
 
 class GroupsConfig(_Section):
@@ -306,7 +306,7 @@ class ExperimentConfig(_Section):
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto",
         description="autocast of training and evaluation: auto = bf16 on CUDA, fp32 on CPU (CPUs without native "
-        "bf16, such as AVX2-only ones, run bf16 6-10x slower; see benchmarks/README.md)",
+        "bf16, such as AVX2-only ones, run bf16 6-10x slower; see docs/benchmarks.md)",
     )
     model: ModelConfig = Field(default_factory=ModelConfig)
     lora: LoraConfig = Field(default_factory=LoraConfig)
@@ -429,7 +429,9 @@ def merge_layer(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     which belong to that strategy only (unless the same layer gives new ones)."""
     merged = deep_merge(base, update)
     new_allocation = update.get("allocation")
-    old_allocation = base.get("allocation") if isinstance(base.get("allocation"), dict) else {}
+    old_allocation = base.get("allocation")
+    if not isinstance(old_allocation, dict):
+        old_allocation = {}
     if isinstance(new_allocation, dict) and "strategy" in new_allocation and "params" not in new_allocation:
         previous = old_allocation.get("strategy", AllocationConfig.model_fields["strategy"].default)
         if new_allocation["strategy"] != previous:
@@ -516,7 +518,8 @@ def _describe_error(exc: ValidationError) -> str:
             if get_origin(section) is list:
                 section = get_args(section)[0]
         allowed = ", ".join(section.model_fields)
-        return f"unknown config field '{location}'{did_you_mean(location.rsplit('.', 1)[-1], section.model_fields)}; allowed here: {allowed}"
+        suggestion = did_you_mean(location.rsplit(".", 1)[-1], section.model_fields)
+        return f"unknown config field '{location}'{suggestion}; allowed here: {allowed}"
     message = pydantic_message(error)
     given = error.get("input")
     shown = "" if isinstance(given, (dict, list)) or given is None else f" (got {given!r})"
@@ -560,7 +563,7 @@ def _type_name(annotation: Any) -> str:
         return " / ".join(str(value) for value in get_args(annotation))
     if get_origin(annotation) in (Union, UnionType):
         return " or ".join(_type_name(arg) for arg in get_args(annotation))
-    return getattr(annotation, "__name__", None) if get_origin(annotation) is None else str(annotation)
+    return getattr(annotation, "__name__", str(annotation)) if get_origin(annotation) is None else str(annotation)
 
 
 def config_reference() -> str:

@@ -27,7 +27,7 @@ from typing import TypeVar
 import numpy as np
 
 from fedhello.allocation.groups import CapabilityGroups
-from fedhello.checkpoint import read_status, write_status
+from fedhello.checkpoint import CHECKPOINT_DIR, STATE_FILE, read_status, write_status
 from fedhello.config import ExperimentConfig, config_to_yaml, load_config
 from fedhello.data.partition import partition_summary
 from fedhello.errors import ConfigError
@@ -137,7 +137,12 @@ class RunDirectory:
         write_status(self.path, status, round_number, rounds, detail)
 
     def checkpointed_round(self) -> int:
-        return int((self.status() or {}).get("round", 0))
+        """The round of the last complete checkpoint (0 if none was written)."""
+        state = self.path / CHECKPOINT_DIR / STATE_FILE
+        try:
+            return int(json.loads(state.read_text())["round"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return 0
 
     # ------------------------------------------------------------------ what a run resolved at its start
 

@@ -17,10 +17,11 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
+from fedhello.allocation.registry import strategy_from_config
 from fedhello.checkpoint import is_complete
 from fedhello.config import ExperimentConfig
 from fedhello.errors import ConfigError
-from fedhello.experiment import PreparedExperiment, prepare_experiment
+from fedhello.experiment import PreparedExperiment, client_state_kind, prepare_experiment
 from fedhello.federation.inprocess import inprocess_server
 from fedhello.lifecycle import RunOutcome, run_rounds
 from fedhello.outputs.summary import format_table, summary_table_rows
@@ -52,14 +53,9 @@ def run_experiment(config: ExperimentConfig, out_dir: Path | None = None, engine
         return _launch(experiment, RunDirectory.claim(path, config), engine, resume=False)
 
 
-def resume_experiment(path: Path) -> RunOutcome:
-    """Continue an interrupted run, on the engine it was started on, from its last complete checkpoint."""
-    with run_lock(RunDirectory.existing(path).path):
-        return _resume_locked(RunDirectory(path))
-
-
-def _resume_locked(run_dir: RunDirectory) -> RunOutcome:
-    path = run_dir.path
+def resumable_config(path: Path, engine: str | None = None) -> ExperimentConfig:
+    """The config of an interrupted run that `engine` (default: the one it ran on) can continue exactly."""
+    run_dir = RunDirectory.existing(path)
     if is_complete(path):
         raise ConfigError(f"{path} is a complete run; nothing to resume (`fedhello report {path}` shows it)")
     if not run_dir.has_info():
@@ -67,6 +63,25 @@ def _resume_locked(run_dir: RunDirectory) -> RunOutcome:
             f"{path} stopped before its first round (no run_info.json); start it again with "
             f"`fedhello run --config {run_dir / 'config.yaml'}` and a new --out"
         )
+    config = run_dir.config()
+    kept = client_state_kind(config, strategy_from_config(config))
+    if (engine or run_dir.info().engine) != INPROCESS and kept is not None:
+        raise ConfigError(
+            f"{path} cannot be resumed exactly: its clients kept tensors ({kept}) in their Flower node state, "
+            "which ends with the Flower run; start it again, or run such strategies in-process"
+        )
+    return config
+
+
+def resume_experiment(path: Path) -> RunOutcome:
+    """Continue an interrupted run, on the engine it was started on, from its last complete checkpoint."""
+    with run_lock(RunDirectory.existing(path).path):
+        return _resume_locked(path)
+
+
+def _resume_locked(path: Path) -> RunOutcome:
+    config = resumable_config(path)
+    run_dir = RunDirectory(path)
     engine = run_dir.info().engine
     if engine not in ENGINES:
         raise ConfigError(
@@ -74,13 +89,7 @@ def _resume_locked(run_dir: RunDirectory) -> RunOutcome:
             f"`fedhello flower-app --resume --run-dir {path} --app-dir APP` and `flwr run APP <connection>`"
         )
     _check_engine(engine)
-    config = run_dir.config()
     experiment = prepare_experiment(config, cost_cache=run_dir / COST_FILE)
-    if engine != INPROCESS and experiment.clients_keep_state:
-        raise ConfigError(
-            f"{path} cannot be resumed exactly: its clients kept tensors ({experiment.client_state_kind}) in their "
-            "Flower node state, which ends with the Flower run; restart it, or run such strategies in-process"
-        )
     return _launch(experiment.with_groups(run_dir.recorded_groups()), run_dir, engine, resume=True)
 
 
@@ -88,14 +97,20 @@ def _launch(experiment: PreparedExperiment, run_dir: RunDirectory, engine: str, 
     if engine == INPROCESS:
         server, clients = inprocess_server(experiment)
         return run_rounds(experiment, run_dir, server, clients, resume=resume)
-    if engine == FLOWER_SIM:
-        from fedhello.flower.simulation import run_flower_simulation
+    try:
+        if engine == FLOWER_SIM:
+            from fedhello.flower.simulation import run_flower_simulation
 
-        run_flower_simulation(experiment, run_dir, resume=resume)
-    else:
-        from fedhello.flower.deployment import run_local_deployment
+            run_flower_simulation(experiment, run_dir, resume=resume)
+        else:
+            from fedhello.flower.deployment import run_local_deployment
 
-        run_local_deployment(experiment.config, run_dir.path, resume=resume, costs=experiment.costs)
+            run_local_deployment(experiment.config, run_dir.path, resume=resume, costs=experiment.costs)
+    except BaseException as error:
+        # The server side may have died without a word (a killed SuperLink takes its ServerApp along).
+        if (run_dir.status() or {}).get("status") == "running":
+            run_dir.set_status("failed", run_dir.checkpointed_round(), experiment.config.federation.rounds, str(error))
+        raise
     rounds = run_dir.rounds()
     final = rounds[-1].eval if rounds else None
     round_dicts = [record.to_json() for record in rounds]

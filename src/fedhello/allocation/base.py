@@ -18,6 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from fedhello.aggregation import ClientUpdate, aggregate
+from fedhello.config import Weighting
 from fedhello.errors import ConfigError, pydantic_message
 from fedhello.models.layers import LayerMap
 from fedhello.records import FisherRecord
@@ -118,11 +119,18 @@ class AllocationStrategy(ABC):
 
     def __init__(self, params: StrategyParams) -> None:
         self.params = params
-        self.layout: ModelLayout | None = None
+        self._layout: ModelLayout | None = None
 
     def bind(self, layout: ModelLayout) -> None:
         """Called once by the driver before the first round."""
-        self.layout = layout
+        self._layout = layout
+
+    @property
+    def layout(self) -> ModelLayout:
+        """The model layout given to `bind`."""
+        if self._layout is None:
+            raise RuntimeError(f"strategy {self.name!r} is used before bind()")
+        return self._layout
 
     def downlink(self, global_state: TensorState, client: ClientSlot, rank: int | None) -> TensorState:
         """The tensors a client starts its local training from (by default the global state).
@@ -132,7 +140,9 @@ class AllocationStrategy(ABC):
         """
         return global_state
 
-    def aggregate(self, global_state: TensorState, updates: Sequence[ClientUpdate], weighting: str) -> TensorState:
+    def aggregate(
+        self, global_state: TensorState, updates: Sequence[ClientUpdate], weighting: Weighting
+    ) -> TensorState:
         """The next global state (by default heterogeneous per-tensor FedAvg)."""
         return aggregate(global_state, updates, weighting)[0]
 
@@ -149,7 +159,7 @@ class AllocationStrategy(ABC):
         """What decides this strategy's next rounds (empty for stateless strategies)."""
         return StrategyState()
 
-    def load_state_dict(self, state: StrategyState) -> None:
+    def load_state_dict(self, state: StrategyState) -> None:  # noqa: B027 - optional hook, a no-op when stateless
         """Restore what `state_dict` returned (after `bind`)."""
 
     @classmethod

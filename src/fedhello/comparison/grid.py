@@ -142,7 +142,7 @@ def cells(comparison: ComparisonConfig) -> list[Cell]:
     return [
         Cell(method, partition.name, ratio, seed)
         for partition in comparison.partitions
-        for ratio in (comparison.ratios or [None])
+        for ratio in (comparison.ratios or (None,))
         for method in names
         for seed in comparison.seeds
     ]
@@ -235,9 +235,10 @@ def _run_in_workers(jobs: list[tuple[str, ExperimentConfig, Path, bool]], worker
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
-                if future.exception() is not None:
+                error = future.exception()
+                if error is not None:
                     pool.shutdown(cancel_futures=True)
-                    raise future.exception()
+                    raise error
                 print(f"{futures[future]}: done", flush=True)
 
 
@@ -249,10 +250,11 @@ def run_comparison(comparison: ComparisonConfig, out_dir: Path, progress: bool =
     if unsupported:
         raise ConfigError(
             f"comparison field 'base.model.task': the comparison report tabulates accuracy and F1, which "
-            f"{', '.join(sorted(unsupported))} does not report; run each method with `fedhello run` and read its summary.md"
+            f"{', '.join(sorted(unsupported))} does not report; run each method with `fedhello run` and read "
+            "its summary.md"
         )
     check_comparison_dir(out_dir)
-    for cell, config in zip(grid, configs):
+    for cell, config in zip(grid, configs, strict=True):
         config.output.progress = progress and workers == 1  # bars of parallel cells would interleave
         check_stored_config(out_dir / "runs" / cell.cell_id, config, cell)
     with run_lock(out_dir):
@@ -262,7 +264,7 @@ def run_comparison(comparison: ComparisonConfig, out_dir: Path, progress: bool =
 
 def _run_cells(grid: list[Cell], configs: list[ExperimentConfig], out_dir: Path, workers: int) -> list[Path]:
     run_dirs, jobs = [], []
-    for index, (cell, config) in enumerate(zip(grid, configs), start=1):
+    for index, (cell, config) in enumerate(zip(grid, configs, strict=True), start=1):
         run_dir = out_dir / "runs" / cell.cell_id
         run_dirs.append(run_dir)
         label = f"[{index}/{len(grid)}] {cell.cell_id}"

@@ -116,7 +116,7 @@ def pathological(
         rest = len(idx) - floor * len(holders)
         # multinomial counts sum to `rest` exactly, so no sample is lost or duplicated
         sizes = floor + rng.multinomial(rest, rng.dirichlet(np.ones(len(holders))))
-        for client, share in zip(holders, _split_by_sizes(idx, sizes)):
+        for client, share in zip(holders, _split_by_sizes(idx, sizes), strict=True):
             parts[client].append(share)
     return _finalize([np.concatenate(p) for p in parts])
 

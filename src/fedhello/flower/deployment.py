@@ -10,6 +10,7 @@ SuperNode and the SuperLink need fedhello installed (the app holds no code of it
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -230,10 +231,8 @@ class LocalDeployment:
         """Signal a process and everything it started; SIGKILL it if it has not ended after 10 s."""
         process = self.processes[name]
         for signal_number in (sig, signal.SIGKILL):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal_number)
-            except ProcessLookupError:
-                pass
             try:
                 process.wait(timeout=10)
                 return

@@ -44,7 +44,10 @@ def inject_lora(model: nn.Module, settings: LoraConfig, init_seed: int) -> peft.
     targets = detect_target_modules(model) if settings.target_modules == "auto" else settings.target_modules
     check_target_modules(model, targets)
     lora_config = peft.LoraConfig(
-        r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout, target_modules=targets
+        r=settings.rank,
+        lora_alpha=settings.alpha,  # type: ignore[arg-type]  # annotated int, but peft only divides it by r
+        lora_dropout=settings.dropout,
+        target_modules=targets,
     )
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         # peft still calls a transformers method that transformers 5 deprecates.

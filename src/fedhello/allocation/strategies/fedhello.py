@@ -46,6 +46,7 @@ class FedHeLLoStrategy(KeepsFisherWeights, AllocationStrategy):
     summary = "RGD with a pattern until fim_start, then Fisher-tier sampling refreshed every fim_every rounds"
     honours_memory_budgets = True
     Params = FedHeLLoParams
+    params: FedHeLLoParams
     uses_layer_scores = True
 
     def __init__(self, params: FedHeLLoParams) -> None:

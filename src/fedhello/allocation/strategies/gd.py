@@ -17,6 +17,7 @@ class GDStrategy(AllocationStrategy):
     summary = "each client trains the first `budget` layers of a geometric pattern (fixed sets)"
     honours_memory_budgets = True
     Params = PatternParams
+    params: PatternParams
 
     def allocate(self, context: AllocationContext) -> Allocation:
         order = pattern_order(self.params.pattern, context.num_layers)
