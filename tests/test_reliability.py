@@ -760,6 +760,18 @@ BAD_INPUTS = [
     ("rounds-true", _run_args("federation.rounds=true"), None, ["'federation.rounds'", "boolean"]),
     ("seed-yes", _run_args("seed=yes"), None, ["'seed'", "boolean"]),
     ("budgets-boolean", _run_args("groups.budgets=[1,true,2]"), None, ["'groups.budgets'", "boolean"]),
+    (
+        "strategy-param-boolean",
+        _run_args("allocation.params.fim_start=true"),
+        None,
+        ["'allocation.params.fim_start'", "boolean"],
+    ),
+    (
+        "compare-seeds-boolean",
+        ["compare", "--config", "{grid}", "--set", "seeds=[yes]"],
+        None,
+        ["'seeds'", "boolean"],
+    ),
     ("lora-alpha-overflowing", _run_args("lora.alpha=1e30"), None, ["'lora.alpha'", "at most"]),
     (
         "flower-app-foreign-folder",

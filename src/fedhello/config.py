@@ -33,8 +33,8 @@ from fedhello.resources.memory_units import parse_memory
 Weighting = Literal["samples", "uniform"]  # how clients' updates are weighted in aggregation
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True, allow_inf_nan=False)
+class NoBooleanNumbers(BaseModel):
+    """A schema that refuses a boolean given for a number or a name (config sections, strategy parameters)."""
 
     @field_validator("*", mode="before")
     @classmethod
@@ -49,6 +49,10 @@ class _Section(BaseModel):
                 "quote a word you mean literally)"
             )
         return value
+
+
+class _Section(NoBooleanNumbers):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True, allow_inf_nan=False)
 
 
 class ModelConfig(_Section):

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ConfigDict, ValidationError
 
 from fedhello.aggregation import ClientUpdate, aggregate
-from fedhello.config import Weighting
+from fedhello.config import NoBooleanNumbers, Weighting
 from fedhello.errors import ConfigError, pydantic_message
 from fedhello.models.layers import LayerMap
 from fedhello.records import FisherRecord
@@ -89,7 +89,7 @@ class ModelLayout:
     costs: CostModel | None = None
 
 
-class StrategyParams(BaseModel):
+class StrategyParams(NoBooleanNumbers):
     """Base of every strategy's parameter schema: unknown parameters are errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -23,13 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fedhello.allocation.registry import strategy_from_config
 from fedhello.comparison.methods import BUILTIN_METHODS, CENTRALIZED, centralized_overrides, known_methods
 from fedhello.config import (
     COMPARISON_PRESET_PACKAGE,
     ExperimentConfig,
+    NoBooleanNumbers,
     build_config,
     config_to_yaml,
     deep_merge,
@@ -45,7 +46,7 @@ from fedhello.run_lock import LOCK_FILE, run_lock
 from fedhello.tasks import task_for
 
 
-class MethodSpec(BaseModel):
+class MethodSpec(NoBooleanNumbers):
     """A named method: a built-in name, or a name with its own config changes."""
 
     model_config = ConfigDict(extra="forbid")
@@ -53,7 +54,7 @@ class MethodSpec(BaseModel):
     config: dict[str, Any] = Field(default_factory=dict, description="config sections merged over the base")
 
 
-class PartitionSpec(BaseModel):
+class PartitionSpec(NoBooleanNumbers):
     model_config = ConfigDict(extra="forbid")
     name: str
     scheme: str = "pathological"
@@ -62,7 +63,7 @@ class PartitionSpec(BaseModel):
     alpha: float | None = None
 
 
-class ComparisonConfig(BaseModel):
+class ComparisonConfig(NoBooleanNumbers):
     model_config = ConfigDict(extra="forbid")
     name: str = "comparison"
     base_preset: str | None = Field(None, description="experiment preset the base starts from")
