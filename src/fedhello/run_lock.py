@@ -17,6 +17,7 @@ from pathlib import Path
 from fedhello.errors import ConfigError
 
 LOCK_FILE = ".fedhello.lock"
+PID_WIDTH = 16
 
 
 def _holder(handle: int) -> str:
@@ -46,8 +47,9 @@ def run_lock(directory: Path) -> Iterator[None]:
                 f"{directory} is being written by another fedhello process ({_holder(handle)}); "
                 "wait for it to finish or stop it, or choose another directory"
             ) from None
-        os.ftruncate(handle, 0)
-        os.pwrite(handle, f"{os.getpid()}\n".encode(), 0)
+        # Overwritten in place at a fixed width, so recording the PID needs no new block on a full disk.
+        os.pwrite(handle, f"{os.getpid()}\n".ljust(PID_WIDTH).encode(), 0)
+        os.ftruncate(handle, PID_WIDTH)
         yield
     finally:
         os.close(handle)  # closing the only descriptor releases the lock
