@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from fedhello import cli
@@ -378,6 +379,31 @@ def test_a_full_disk_fails_the_run_cleanly_and_resume_finishes_it(
     assert not [path.name for path in run.rglob("*.tmp")]
     assert not (run / "adapter.safetensors").exists()
 
+    assert cli.main(["resume", str(run)]) == 0
+    assert_same_run(run, reference_run)
+
+
+def test_a_full_disk_while_saving_the_final_adapter_leaves_the_run_resumable(
+    reference, tmp_path, monkeypatch, capsys, one_torch_thread
+) -> None:
+    """safetensors reports a full disk as its own Rust I/O error; the run still ends `failed` with one line."""
+    config_path, reference_run = reference
+    run = tmp_path / "run"
+
+    def disk_full(*args, **kwargs):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("fedhello.lifecycle.save_peft_adapter", disk_full)
+        assert cli.main(["run", "--config", str(config_path), "--out", str(run)]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "No space left on device" in lines[0] and f"fedhello resume {run}" in lines[0], lines
+    assert read_status(run) == {
+        "status": "failed",
+        "round": 4,
+        "rounds": 4,
+        "detail": "OSError: [Errno 28] No space left on device",
+    }
     assert cli.main(["resume", str(run)]) == 0
     assert_same_run(run, reference_run)
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,6 +83,18 @@ def _overwrite_in_place(path: Path, data: bytes) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@contextmanager
+def disk_errors_as_oserror() -> Iterator[None]:
+    """Re-raise safetensors' Rust I/O error for a full disk as the `OSError` every Python write raises for it."""
+    try:
+        yield
+    except SafetensorError as error:
+        code = next((code for code in DISK_FULL if f"os error {code})" in str(error)), None)
+        if code is None:
+            raise
+        raise OSError(code, os.strerror(code)) from None
 
 
 def dumps(value: Any) -> str:

@@ -18,6 +18,11 @@ def _disk_full_message(args: argparse.Namespace, error: OSError) -> str:
     where = f" ({error.filename})" if error.filename else ""
     run_dir = getattr(args, "run_dir", None) if args.command == "resume" else getattr(args, "out", None)
     if args.command in ("run", "resume") and run_dir is not None:
+        if not (Path(run_dir) / "checkpoint" / "state.json").is_file():
+            return (
+                f"{error.strerror}{where}: the run stopped before its first checkpoint and is marked failed; "
+                f"free some space and start it again with a new --out (then remove {run_dir})"
+            )
         return (
             f"{error.strerror}{where}: the run stopped and is marked failed at its last complete checkpoint; "
             f"free some space, then continue it with `fedhello resume {run_dir}`"

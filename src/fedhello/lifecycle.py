@@ -128,10 +128,12 @@ def save_round_checkpoint(run_dir: RunDirectory, server: Server, engine: Engine)
 
 def finish_run(run_dir: RunDirectory, server: Server, experiment: PreparedExperiment) -> str:
     """Save the final adapter (also in PEFT's format), mark the run complete, write its report."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    save_file({name: tensor.contiguous().cpu() for name, tensor in server.global_state.items()}, run_dir / ADAPTER_FILE)
-    save_peft_adapter(experiment.task.federated, server.global_state, run_dir / ADAPTER_DIR)
+    adapter = save({name: tensor.contiguous().cpu() for name, tensor in server.global_state.items()})
+    checkpoint.atomic_write(run_dir / ADAPTER_FILE, adapter)
+    with checkpoint.disk_errors_as_oserror():
+        save_peft_adapter(experiment.task.federated, server.global_state, run_dir / ADAPTER_DIR)
     rounds = experiment.config.federation.rounds
     run_dir.set_status("complete", rounds, rounds)
     return write_run_report(run_dir)
@@ -185,6 +187,10 @@ def run_rounds(
                     save_round_checkpoint(run_dir, server, engine)
                     run_dir.set_status("running", server.round, total)
         progress.close()
+        if last is None:  # resumed after the last round's checkpoint: the final records are already written
+            rounds = run_dir.rounds()
+            last = rounds[-1] if rounds else None
+        table = finish_run(run_dir, server, experiment)  # a failure here (a full disk) leaves the run resumable
     except KeyboardInterrupt:
         progress.close()
         at = run_dir.checkpointed_round()
@@ -197,8 +203,4 @@ def run_rounds(
         progress.close()
         run_dir.set_status("failed", run_dir.checkpointed_round(), total, f"{type(error).__name__}: {error}")
         raise
-    if last is None:  # resumed after the last round's checkpoint: the final records are already written
-        rounds = run_dir.rounds()
-        last = rounds[-1] if rounds else None
-    table = finish_run(run_dir, server, experiment)
     return RunOutcome(run_dir.path, last.eval if last else None, server.global_state, table)
