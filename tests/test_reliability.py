@@ -775,6 +775,19 @@ BAD_INPUTS = [
         None,
         ["'allocation.strategy'", "'groups.budgets'"],
     ),
+    ("report-no-partition", ["report", "{run}"], lambda run: (run / "partition.csv").unlink(), ["partition.csv"]),
+    (
+        "report-garbage-run-info",
+        ["report", "{run}"],
+        lambda run: (run / "run_info.json").write_text("not json"),
+        ["run_info.json", "corrupted"],
+    ),
+    (
+        "resume-garbage-run-info",
+        ["resume", "{run}"],
+        lambda run: (_interrupted(run), (run / "run_info.json").write_text("not json")),
+        ["run_info.json", "corrupted"],
+    ),
     ("report-empty-metrics", ["report", "{run}"], _empty_metrics, ["metrics.jsonl", "no round records"]),
     ("report-foreign-metrics", ["report", "{run}"], _foreign_metrics, ["metrics.jsonl line 1", "not a round record"]),
     (

@@ -113,7 +113,7 @@ def _report(args: argparse.Namespace) -> int:
     from fedhello.outputs.run_report import write_run_report
     from fedhello.outputs.run_writer import read_jsonl
     from fedhello.outputs.summary import check_round_records
-    from fedhello.run_directory import RunDirectory
+    from fedhello.run_directory import PARTITION_FILE, RunDirectory
 
     directory: Path = args.directory
     if (directory / "metrics.jsonl").exists() or (directory / "config.yaml").exists():
@@ -122,6 +122,11 @@ def _report(args: argparse.Namespace) -> int:
             raise ConfigError(
                 f"{directory} stopped before its first round (no run_info.json); there is nothing to report"
             )
+        if not (directory / PARTITION_FILE).is_file():
+            raise ConfigError(
+                f"{directory} has no {PARTITION_FILE}; restore it to report the run (nothing was rewritten)"
+            )
+        run_dir.info()  # readable, or a one-line error before anything is rewritten
         check_round_records(
             read_jsonl(directory / "metrics.jsonl"), run_dir.checkpointed_round(), directory / "metrics.jsonl"
         )

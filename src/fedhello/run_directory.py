@@ -162,7 +162,10 @@ class RunDirectory:
         (self.path / INFO_FILE).write_text(json.dumps(info.to_json()))
 
     def info(self) -> RunInfo:
-        return RunInfo.from_json(json.loads((self.path / INFO_FILE).read_text()))
+        try:
+            return RunInfo.from_json(json.loads((self.path / INFO_FILE).read_text()))
+        except (ValueError, TypeError, UnicodeDecodeError):
+            raise ConfigError(f"{self.path / INFO_FILE} is not a run's info record (changed or corrupted)") from None
 
     def recorded_groups(self) -> CapabilityGroups:
         """The capability groups the run started with (node-declared ones included): a resume keeps them."""
