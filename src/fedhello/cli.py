@@ -53,6 +53,19 @@ def _flower_app(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_partitions(args: argparse.Namespace) -> int:
+    from fedhello.config import load_config
+    from fedhello.node_preparation import export_partitions
+
+    config = load_config(args.preset, args.config, args.set)
+    manifest = export_partitions(config, args.out)
+    print(
+        f"{config.federation.num_clients} node data files and {manifest.name} written to {args.out}; start node N "
+        f'with: flower-supernode ... --node-config "partition-id=N data-path={args.out.resolve()}/client-NNN.<ext>"'
+    )
+    return 0
+
+
 def _compare(args: argparse.Namespace) -> int:
     from fedhello.comparison.grid import load_comparison, run_comparison
     from fedhello.comparison.report import write_report
@@ -208,6 +221,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     flower_app.add_argument("--app-dir", type=Path, required=True, help="the Flower app directory to write")
     flower_app.set_defaults(handler=_flower_app)
+
+    export = commands.add_parser(
+        "export-partitions", help="write the simulated partition as one node data file per client, plus a manifest"
+    )
+    export.add_argument("--preset", help="a shipped preset (see `fedhello presets`)")
+    export.add_argument("--config", type=Path, help="a YAML config file, applied over the preset")
+    export.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one field")
+    export.add_argument("--out", type=Path, required=True, help="the folder to write client-NNN files into")
+    export.set_defaults(handler=_export_partitions)
 
     compare = commands.add_parser("compare", help="run a grid of methods x partitions x seeds and tabulate it")
     compare.add_argument("--preset", help="a shipped comparison preset (see `fedhello presets`)")

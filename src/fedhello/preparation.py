@@ -18,7 +18,7 @@ import torch
 from fedhello.allocation.base import ModelLayout
 from fedhello.allocation.groups import needs_cost_model, resolve_budgets
 from fedhello.config import ExperimentConfig
-from fedhello.data.datasets import load_dataset
+from fedhello.data.datasets import DatasetData, load_dataset
 from fedhello.data.partition import partition_indices
 from fedhello.data.splits import Split
 from fedhello.errors import ConfigError
@@ -88,6 +88,61 @@ def _capped(size: int, cap: int | None, rng: np.random.Generator) -> np.ndarray:
     return np.sort(rng.choice(size, cap, replace=False))
 
 
+@dataclass(frozen=True)
+class SamplePositions:
+    """Which dataset samples a run uses: the clients' and the proxy set's (train split), the test samples."""
+
+    clients: np.ndarray  # sorted; client i's samples are clients[client_partition(...)[i]]
+    proxy: np.ndarray
+    test: np.ndarray
+
+
+def sample_positions(config: ExperimentConfig, data: DatasetData) -> SamplePositions:
+    """The seeded train/test subsamples and the proxy split, checked against the data (no encoding)."""
+    check_label_set(config, data.label_names)
+    train_positions = _capped(data.num_train, config.data.max_train_samples, numpy_rng(config.seed, "partition", 1))
+    test_positions = _capped(data.num_test, config.data.max_test_samples, numpy_rng(config.seed, "eval", 1))
+    proxy_size = config.fisher.proxy_size
+    if proxy_size >= len(train_positions):
+        raise ConfigError(f"config field 'fisher.proxy_size': {proxy_size} leaves no training data for the clients")
+    shuffled = numpy_rng(config.seed, "proxy").permutation(train_positions)
+    proxy_positions, client_positions = np.sort(shuffled[:proxy_size]), np.sort(shuffled[proxy_size:])
+    _check_against_data(config, len(client_positions), data.num_classes)
+    return SamplePositions(client_positions, proxy_positions, test_positions)
+
+
+def client_partition(config: ExperimentConfig, classes: np.ndarray) -> list[np.ndarray]:
+    """Each client's positions among the clients' samples (whose classes are `classes`), seeded."""
+    partition = config.partition
+    client_indices = partition_indices(
+        classes,
+        config.federation.num_clients,
+        partition.scheme,
+        numpy_rng(config.seed, "partition"),
+        classes_per_client=partition.classes_per_client,
+        min_per_client=partition.min_per_client,
+        alpha=partition.alpha,
+    )
+    empty = [client for client, indices in enumerate(client_indices) if len(indices) == 0]
+    if empty:
+        raise ConfigError(
+            f"config field 'partition': the {partition.scheme} partition leaves {len(empty)} of "
+            f"{config.federation.num_clients} clients (e.g. client {empty[0]}) with no training samples; "
+            "use fewer clients, more data, or a larger partition.min_per_client / partition.alpha"
+        )
+    return client_indices
+
+
+def check_label_set(config: ExperimentConfig, label_names: tuple[str, ...]) -> None:
+    """`data.labels`, when set, must be the dataset's label names in the dataset's order (one head for all)."""
+    if config.data.labels is not None and tuple(config.data.labels) != tuple(label_names):
+        shown = ", ".join(label_names[:8]) + (", ..." if len(label_names) > 8 else "")
+        raise ConfigError(
+            f"config field 'data.labels': must list dataset {config.data.dataset!r}'s {len(label_names)} "
+            f"labels in its order ({shown}), or be null"
+        )
+
+
 def prepare_task(
     config: ExperimentConfig,
     *,
@@ -103,15 +158,8 @@ def prepare_task(
     `measure_costs=False`: only the server prices layer sets and checks budgets.
     """
     data = load_dataset(config.data.dataset)
-    train_positions = _capped(data.num_train, config.data.max_train_samples, numpy_rng(config.seed, "partition", 1))
-    test_positions = _capped(data.num_test, config.data.max_test_samples, numpy_rng(config.seed, "eval", 1))
-    proxy_size = config.fisher.proxy_size
-    if proxy_size >= len(train_positions):
-        raise ConfigError(f"config field 'fisher.proxy_size': {proxy_size} leaves no training data for the clients")
-    shuffled = numpy_rng(config.seed, "proxy").permutation(train_positions)
-    proxy_positions, client_positions = np.sort(shuffled[:proxy_size]), np.sort(shuffled[proxy_size:])
-    _check_against_data(config, len(client_positions), data.num_classes)
-
+    positions = sample_positions(config, data)
+    client_positions, proxy_size = positions.clients, config.fisher.proxy_size
     task = task_for(config.model.task)
     if not isinstance(data, task.data_type):
         raise ConfigError(
@@ -126,23 +174,7 @@ def prepare_task(
     if measure_costs and (needs_cost_model(config.groups.budgets) or strategy_uses_costs):
         costs = cost_model_for(config, federated, train, cost_cache)
         resolve_budgets(config.groups.budgets, num_layers, costs)
-    test = task.encode(federated, data, "test", test_positions, config)
-    proxy = task.encode(federated, data, "train", proxy_positions, config) if proxy_size else None
-    partition = config.partition
-    client_indices = partition_indices(
-        train.classes.numpy(),
-        config.federation.num_clients,
-        partition.scheme,
-        numpy_rng(config.seed, "partition"),
-        classes_per_client=partition.classes_per_client,
-        min_per_client=partition.min_per_client,
-        alpha=partition.alpha,
-    )
-    empty = [client for client, indices in enumerate(client_indices) if len(indices) == 0]
-    if empty:
-        raise ConfigError(
-            f"config field 'partition': the {partition.scheme} partition leaves {len(empty)} of "
-            f"{config.federation.num_clients} clients (e.g. client {empty[0]}) with no training samples; "
-            "use fewer clients, more data, or a larger partition.min_per_client / partition.alpha"
-        )
+    test = task.encode(federated, data, "test", positions.test, config)
+    proxy = task.encode(federated, data, "train", positions.proxy, config) if proxy_size else None
+    client_indices = client_partition(config, train.classes.numpy())
     return FederatedTask(federated, train, test, proxy, client_indices, data.label_names, costs)
