@@ -178,7 +178,9 @@ def export_partitions(config: ExperimentConfig, out_dir: Path) -> Path:
     files = []
     for client, positions in enumerate(per_client):
         path = write_node_file(out_dir / f"client-{client:03d}", data, positions)
-        files.append({"partition_id": client, "file": path.name, "samples": len(positions), "sha256": _file_sha256(path)})
+        files.append(
+            {"partition_id": client, "file": path.name, "samples": len(positions), "sha256": _file_sha256(path)}
+        )
     manifest = {
         "dataset": config.data.dataset,
         "task": config.model.task,

@@ -153,13 +153,17 @@ def _read_images(path: Path, name: str, index: dict[str, int], label_names: tupl
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
     except (ValueError, OSError) as error:
-        raise NodeDataError(f"{path}: not a readable .npz of plain arrays ({str(error).splitlines()[0][:80]})") from None
+        raise NodeDataError(
+            f"{path}: not a readable .npz of plain arrays ({str(error).splitlines()[0][:80]})"
+        ) from None
     missing = {"images", "labels"} - set(arrays)
     if missing:
         raise NodeDataError(f"{path}: the archive lacks array(s) {', '.join(sorted(missing))}")
     images, labels = arrays["images"], arrays["labels"]
     if images.dtype != np.uint8 or images.ndim not in (3, 4):
-        raise NodeDataError(f"{path}: 'images' must be uint8 [N, H, W] or [N, H, W, C], got {images.dtype} {images.shape}")
+        raise NodeDataError(
+            f"{path}: 'images' must be uint8 [N, H, W] or [N, H, W, C], got {images.dtype} {images.shape}"
+        )
     if labels.ndim != 1 or len(labels) != len(images):
         raise NodeDataError(f"{path}: 'labels' must be one per image ({len(images)}), got shape {labels.shape}")
     if len(images) == 0:
