@@ -66,6 +66,13 @@ def _export_partitions(args: argparse.Namespace) -> int:
     return 0
 
 
+def _node(args: argparse.Namespace) -> int:
+    from fedhello.flower.node_worker import run_node
+
+    arguments = args.supernode_arguments
+    return run_node(arguments[1:] if arguments[:1] == ["--"] else arguments, args.socket)
+
+
 def _compare(args: argparse.Namespace) -> int:
     from fedhello.comparison.grid import load_comparison, run_comparison
     from fedhello.comparison.report import write_report
@@ -230,6 +237,19 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one field")
     export.add_argument("--out", type=Path, required=True, help="the folder to write client-NNN files into")
     export.set_defaults(handler=_export_partitions)
+
+    node = commands.add_parser(
+        "node",
+        help="run a Flower SuperNode with a long-lived fedhello worker that keeps the model and data loaded",
+        description="Starts the node worker, then `flower-supernode SUPERNODE_ARGUMENTS` whose ClientApp forwards "
+        "every message to the worker; stops both when either ends. Example: fedhello node -- --insecure "
+        "--superlink 127.0.0.1:9092 --port 9094 --node-config 'partition-id=0 data-path=\"/data/mine.jsonl\"'",
+    )
+    node.add_argument(
+        "--socket", type=Path, help="the worker's Unix socket (default: a new private folder under the temp dir)"
+    )
+    node.add_argument("supernode_arguments", nargs=argparse.REMAINDER, help="after --: flower-supernode's arguments")
+    node.set_defaults(handler=_node)
 
     compare = commands.add_parser("compare", help="run a grid of methods x partitions x seeds and tabulate it")
     compare.add_argument("--preset", help="a shipped comparison preset (see `fedhello presets`)")
