@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from flwr.app import ConfigRecord, Context, RecordDict
-from test_flower import _running_in_group, flower_config
 
 from fedhello.flower.deployment import LocalDeployment, write_flower_app
 from fedhello.flower.node_worker import NodeWorker, forward
 from fedhello.node_preparation import export_partitions
 from fedhello.outputs.run_writer import read_jsonl
+from test_flower import _running_in_group, flower_config
 
 
 @pytest.mark.slow

@@ -161,7 +161,12 @@ class LocalDeployment:
         self.wait_for_superlink()
         supernode = flower_command("flower-supernode")
         for node, extra in enumerate(self.node_configs):
-            node_config = {"partition-id": node, "num-partitions": self.num_nodes, **extra}
+            node_config = {
+                "partition-id": node,
+                "num-partitions": self.num_nodes,
+                "cache-dir": str(self.work_dir / f"supernode{node}" / "cache"),  # each node its own disk
+                **extra,
+            }
             arguments = ["--insecure", "--superlink", address, "--port", str(free_port())]
             arguments += ["--node-config", node_config_text(node_config)]
             launcher = [sys.executable, "-m", "fedhello.cli", "node", "--"] if self.workers else [supernode]
@@ -216,9 +221,9 @@ class LocalDeployment:
 
 
 def run_local_deployment(config: ExperimentConfig, run_dir: Path, work_dir: Path) -> None:
-    """Start a loopback deployment with one SuperNode per client, run the app on it, stop everything."""
+    """Start a loopback deployment with one SuperNode (and node worker) per client, run the app, stop everything."""
     app_dir = write_flower_app(config, run_dir, work_dir / "app")
-    with LocalDeployment(work_dir, config.federation.num_clients) as deployment:
+    with LocalDeployment(work_dir, config.federation.num_clients, workers=True) as deployment:
         result = deployment.run_app(app_dir)
     if result.returncode != 0 or not (run_dir / "summary.md").exists():
         tail = (result.stdout + result.stderr).strip().splitlines()[-15:]
