@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
+import torch
 from flwr.app import ConfigRecord, Context, RecordDict
 
+from fedhello.federation.messages import TrainInstruction
 from fedhello.flower.deployment import LocalDeployment, write_flower_app
 from fedhello.flower.node_worker import NodeWorker, forward
 from fedhello.node_preparation import export_partitions
 from fedhello.outputs.run_writer import read_jsonl
 from test_flower import _running_in_group, flower_config
+
+HEAD = "base_model.model.classifier.weight"
 
 
 @pytest.mark.slow
@@ -76,3 +82,51 @@ def test_the_worker_socket_is_private_and_a_dead_worker_is_a_one_line_reason(tmp
     )
     assert content is None and reason.startswith(f"node worker at {tmp_path / 'sockets' / 'worker.sock'} unreachable")
     assert "\n" not in reason
+
+
+def test_a_message_through_the_worker_equals_handling_it_in_the_clientapp(tiny_vit_folder, tmp_path, one_torch_thread):
+    from fedhello.flower import codec, node_client
+    from fedhello.flower.run_settings import CONFIG_KEY, encode_config
+    from fedhello.node_preparation import shared_model
+
+    config = flower_config(tiny_vit_folder, "training.max_local_steps=2")
+    export_partitions(config, tmp_path / "parts")
+    run_config = {CONFIG_KEY: encode_config(config)}
+    node_config = {"partition-id": 1, "data-path": str(tmp_path / "parts" / "client-001.npz")}
+    _, initial = shared_model(config, 10)
+    instruction = TrainInstruction(1, 1, 0, (0, 2), None, dict(initial), True, keep_local=(HEAD,))
+    content = codec.encode_instruction(instruction)
+    direct_state = RecordDict()
+    direct = codec.decode_reply(node_client.train(content, direct_state, run_config, node_config))
+
+    worker = NodeWorker(tmp_path / "w" / "worker.sock")
+    serving = threading.Thread(target=worker.serve_forever, daemon=True)
+    serving.start()
+    try:
+        context = Context(run_id=1, node_id=7, node_config=node_config, state=RecordDict(), run_config=run_config)
+        reply, reason = forward(str(worker.socket_path), "train", content, context)
+        assert reason is None
+        forwarded = codec.decode_reply(reply)
+        for name, delta in direct.update.deltas.items():
+            assert torch.equal(forwarded.update.deltas[name], delta), name
+        kept = codec.tensors_from_record(context.state[node_client.STATE_KEY])
+        assert torch.equal(
+            kept[HEAD],
+            codec.tensors_from_record(direct_state[node_client.STATE_KEY])[HEAD],
+        )
+        bad = Context(
+            run_id=1,
+            node_id=7,
+            node_config={**node_config, "data-path": str(tmp_path / "nope.npz")},
+            state=RecordDict(),
+            run_config=run_config,
+        )
+        assert forward(str(worker.socket_path), "train", content, bad) == (
+            None,
+            f"{tmp_path / 'nope.npz'}: no such file (node config data-path)",
+        )
+        broken = forward(str(worker.socket_path), "train", RecordDict(), context)
+        assert broken[0] is None and broken[1].startswith("node worker failed: KeyError"), broken
+    finally:
+        worker.shutdown()
+        worker.server_close()
