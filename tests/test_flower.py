@@ -93,7 +93,7 @@ def test_flower_simulation_equals_the_inprocess_engine(tiny_vit_folder, tmp_path
         }
         assert theirs["train_loss"] == pytest.approx(ours["train_loss"], rel=1e-4)
     assert flower.final_eval.accuracy == pytest.approx(inprocess.final_eval.accuracy, abs=0.01)
-    assert json.loads((flower.out_dir / "run_info.json").read_text())["engine"] == "flower"
+    assert json.loads((flower.out_dir / "run_info.json").read_text())["engine"] == "flower-sim"
     for name in ("summary.md", "metrics.csv", "partition.csv", "adapter.safetensors", "fisher.jsonl"):
         assert (flower.out_dir / name).stat().st_size > 0, name
 
@@ -155,7 +155,7 @@ def test_deployment_on_loopback_completes_and_survives_a_killed_supernode(tiny_v
     assert [c["status"] for c in clients if c["client"] == 1][1:] == ["dropped"] * 2 or len(reasons) == 1
     for name in ("summary.md", "metrics.csv", "adapter.safetensors", "config.yaml"):
         assert (run_dir / name).stat().st_size > 0, name
-    assert json.loads((run_dir / "run_info.json").read_text())["engine"] == "flower"
+    assert json.loads((run_dir / "run_info.json").read_text())["engine"] == "flower-sim"
 
 
 def test_flower_setup_problems_are_one_line_errors(monkeypatch, capsys):

@@ -88,11 +88,12 @@ def _compare(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from fedhello.comparison.report import write_report
-    from fedhello.runner import write_run_report
+    from fedhello.outputs.run_report import write_run_report
+    from fedhello.run_directory import RunDirectory
 
     directory: Path = args.directory
     if (directory / "metrics.jsonl").exists() or (directory / "config.yaml").exists():
-        print(write_run_report(directory))
+        print(write_run_report(RunDirectory.existing(directory)))
     elif (directory / "runs").is_dir():
         print(write_report(directory, args.target))
     else:

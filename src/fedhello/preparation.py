@@ -1,8 +1,9 @@
 """Load what an experiment needs, the same way in every process that takes part in it.
 
-The in-process engine calls `prepare_task` once; under Flower, the ServerApp and every
-ClientApp process call it for their own copy (every random stream derives from the
-seed, so they agree on the partition, the proxy set and the initial model). Everything
+The in-process engine calls `prepare_task` once; under Flower, the ServerApp calls it,
+and each node loads only its own samples through `fedhello.node_preparation`, which reuses
+`sample_positions` and `client_partition` (every random stream derives from the seed, so
+they agree on the partition, the proxy set and the initial model). Everything
 that can reject the configuration (checks that need the data or the model, such as
 budgets against the number of layers) runs here, before any run directory exists.
 """
@@ -148,14 +149,15 @@ def prepare_task(
     *,
     strategy_uses_costs: bool = False,
     cost_cache: Path | None = None,
+    costs: CostModel | None = None,
     measure_costs: bool = True,
 ) -> FederatedTask:
     """Load data and model, split off the proxy set, partition the rest among clients.
 
     With memory budgets (or a strategy that prices layer sets) it also measures the cost
     model on a real training batch, or reuses `cost_cache` when it was measured for the same
-    model and input shape, and checks every budget against it. A Flower client passes
-    `measure_costs=False`: only the server prices layer sets and checks budgets.
+    model and input shape (or takes `costs`, measured by the launcher), and checks every budget
+    against it. Only the server prices layer sets and checks budgets.
     """
     data = load_dataset(config.data.dataset)
     positions = sample_positions(config, data)
@@ -170,11 +172,11 @@ def prepare_task(
     num_layers = federated.layer_map.num_layers
     resolve_budgets([budget for budget in config.groups.budgets if not isinstance(budget, str)], num_layers)
     train = task.encode(federated, data, "train", client_positions, config)
-    costs = None
+    measured = None
     if measure_costs and (needs_cost_model(config.groups.budgets) or strategy_uses_costs):
-        costs = cost_model_for(config, federated, train, cost_cache)
-        resolve_budgets(config.groups.budgets, num_layers, costs)
+        measured = cost_model_for(config, federated, train, cost_cache, known=costs)
+        resolve_budgets(config.groups.budgets, num_layers, measured)
     test = task.encode(federated, data, "test", positions.test, config)
     proxy = task.encode(federated, data, "train", positions.proxy, config) if proxy_size else None
     client_indices = client_partition(config, train.classes.numpy())
-    return FederatedTask(federated, train, test, proxy, client_indices, data.label_names, costs)
+    return FederatedTask(federated, train, test, proxy, client_indices, data.label_names, measured)
