@@ -16,6 +16,7 @@ from fedhello.federation.client import Client
 from fedhello.federation.messages import TrainInstruction
 from fedhello.node_preparation import export_partitions, load_split, prepare_client, save_split
 from fedhello.preparation import prepare_task
+from test_flower import flower_config
 
 LABELS = ("neg", "pos")
 
@@ -125,21 +126,8 @@ def test_data_labels_must_be_distinct_and_match_the_dataset(tmp_path):
         export_partitions(config, tmp_path)
 
 
-def tiny_config(folder, *extra):
-    return load_config(
-        overrides=[
-            f"model.name={folder}",
-            "model.task=image_classification",
-            "data.dataset=digits",
-            "federation.num_clients=3",
-            "federation.clients_per_round=2",
-            "partition.scheme=dirichlet",
-            "fisher.proxy_size=32",
-            "training.max_local_steps=3",
-            "training.batch_size=8",
-            *extra,
-        ]
-    )
+def tiny_config(folder):
+    return flower_config(folder, "partition.scheme=dirichlet", "training.max_local_steps=3", "training.batch_size=8")
 
 
 def one_step_update(runtime, client_id: int):

@@ -128,7 +128,9 @@ def _partition_source(config: ExperimentConfig, client_id: int, split: str) -> d
 class NodeSamples:
     """Encodes (or loads from the cache) what one node trains and evaluates on."""
 
-    def __init__(self, config: ExperimentConfig, client_id: int, data_path: Path | None, cache_dir: Path) -> None:
+    def __init__(
+        self, config: ExperimentConfig, client_id: int, data_path: Path | None, cache_dir: Path | None
+    ) -> None:
         self.config, self.client_id, self.data_path, self.cache_dir = config, client_id, data_path, cache_dir
         self._dataset: DatasetData | None = None
 
@@ -152,16 +154,20 @@ class NodeSamples:
             return _node_file_source(self.config, self.data_path)
         return _partition_source(self.config, self.client_id, split)
 
-    def cached(self, split: str) -> tuple[Path, Split | None, tuple[str, ...] | None]:
+    def cached(self, split: str) -> tuple[Path | None, Split | None, tuple[str, ...] | None]:
+        """(cache file, its split and label set if it exists); no file without a cache folder."""
+        if self.cache_dir is None:
+            return None, None, None
         path = self.cache_dir / f"{cache_key(self.config, self._source(split))}.safetensors"
         if path.is_file():
             return path, *load_split(path)
         return path, None, None
 
-    def encode(self, federated, split: str, label_names: tuple[str, ...], path: Path) -> Split:
+    def encode(self, federated, split: str, label_names: tuple[str, ...], path: Path | None) -> Split:
         data, positions, data_split = self._raw(split, label_names)
         encoded = federated.task.encode(federated, data, data_split, positions, self.config)
-        save_split(path, encoded, label_names)
+        if path is not None:
+            save_split(path, encoded, label_names)
         return encoded
 
     def label_names(self) -> tuple[str, ...]:
@@ -220,8 +226,9 @@ def prepare_client(
     Its samples are numbered 0..n-1 in file (or partition) order, so training draws the
     same batches as the simulated client with the same samples. `with_test` adds the
     test set (personal-model evaluation); a node with its own data file has none.
+    Without `cache_dir` nothing is cached on disk (Flower's simulation keeps its processes).
     """
-    samples = NodeSamples(config, client_id, data_path, cache_dir or default_cache_dir())
+    samples = NodeSamples(config, client_id, data_path, cache_dir)
     train_path, train, label_names = samples.cached("train")
     if label_names is None:
         label_names = samples.label_names()

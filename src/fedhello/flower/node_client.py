@@ -16,8 +16,8 @@ from flwr.app import RecordDict
 
 from fedhello.federation.client import Client, ClientRuntime
 from fedhello.flower import codec
-from fedhello.flower.run_settings import config_key, decode_config, encoded_config
-from fedhello.node_preparation import prepare_client
+from fedhello.flower.run_settings import SIMULATION, config_key, decode_config, encoded_config, engine_from
+from fedhello.node_preparation import default_cache_dir, prepare_client
 
 STATE_KEY = "fedhello-client-state"
 PARTITION_ID, CAPABILITY_GROUP, DATA_PATH, CACHE_DIR = "partition-id", "capability-group", "data-path", "cache-dir"
@@ -43,6 +43,8 @@ def client_runtime(
     """This process's runtime for the run and node (loaded once; the test set only when first needed)."""
     encoded = encoded_config(run_config)
     data_path, cache_dir = _path(node_config, DATA_PATH), _path(node_config, CACHE_DIR)
+    if cache_dir is None and engine_from(run_config) != SIMULATION:  # a simulation keeps its processes: no disk cache
+        cache_dir = default_cache_dir()
     key = (config_key(encoded), client_id(node_config), data_path, cache_dir)
     cached = _RUNTIMES.get(key)
     if cached is None or (with_test and cached.test is None and data_path is None):
