@@ -163,7 +163,7 @@ class NodeSamples:
             return path, *load_split(path)
         return path, None, None
 
-    def encode(self, federated, split: str, label_names: tuple[str, ...], path: Path | None) -> Split:
+    def encode(self, federated: FederatedModel, split: str, label_names: tuple[str, ...], path: Path | None) -> Split:
         data, positions, data_split = self._raw(split, label_names)
         encoded = federated.task.encode(federated, data, data_split, positions, self.config)
         if path is not None:
