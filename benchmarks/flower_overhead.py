@@ -40,9 +40,18 @@ from fedhello.runner import run_experiment
 
 # Where Flower 1.42 itself waits (site-packages/flwr/...): (seconds, file:line, what).
 FLOWER_WAITS = (
-    (3.0, "supernode/start_client_internal.py:263", "SuperNode sleeps between pulls when it has no message"),
+    (3.0, "supernode/start_client_internal.py:263", "SuperNode sleeps between pulls when it has no message (fixed)"),
+    (
+        0.1,
+        "supercore/superexec/run_superexec.py:50,277",
+        "SuperExec polls for an app process to start (default 1.0; fedhello sets FLWR_SUPEREXEC_TASK_POLL_INTERVAL)",
+    ),
     (0.5, "supernode/start_client_internal.py:470", "SuperNode polls for the ClientApp's reply before pushing it"),
-    (3.0, "superlink/grid/http_grid.py:412", "ServerApp's Grid.send_and_receive sleeps between pulls for replies"),
+    (
+        3.0,
+        "superlink/grid/http_grid.py:412",
+        "Grid.send_and_receive sleeps between pulls (fedhello's GridEngine pulls every 0.1 s instead)",
+    ),
 )
 ENGINES = ("inprocess", "flower-sim", "deployment (process per message)", "deployment (node worker)")
 

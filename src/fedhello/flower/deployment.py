@@ -98,6 +98,9 @@ def write_flower_app(
     return app_dir
 
 
+SUPEREXEC_POLL_ENV, SUPEREXEC_POLL_S = "FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.1"
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -146,9 +149,17 @@ class LocalDeployment:
 
     @staticmethod
     def environment() -> dict[str, str]:
-        """This environment, with the Flower commands first on PATH (the SuperLink starts `flower-superexec`)."""
+        """This environment, with the Flower commands first on PATH (the SuperLink starts `flower-superexec`).
+
+        SuperExec polls for work to start an app process every second by default
+        (flwr/supercore/superexec/run_superexec.py); every message waits for it, so poll faster.
+        """
         bin_dir = str(Path(flower_command("flower-superlink")).parent)
-        return {**os.environ, "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")])}
+        return {
+            SUPEREXEC_POLL_ENV: SUPEREXEC_POLL_S,
+            **os.environ,
+            "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")]),
+        }
 
     def _start(self, name: str, command: list[str]) -> None:
         home = self.work_dir / name
