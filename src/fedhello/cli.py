@@ -59,9 +59,10 @@ def _export_partitions(args: argparse.Namespace) -> int:
 
     config = load_config(args.preset, args.config, args.set)
     manifest = export_partitions(config, args.out)
+    suffix = next(args.out.glob("client-000.*")).suffix
     print(
         f"{config.federation.num_clients} node data files and {manifest.name} written to {args.out}; start node N "
-        f'with: flower-supernode ... --node-config "partition-id=N data-path={args.out.resolve()}/client-NNN.<ext>"'
+        f"with: fedhello node -- ... --node-config 'partition-id=N data-path=\"{args.out.resolve()}/client-NNN{suffix}\"'"
     )
     return 0
 
