@@ -1,6 +1,11 @@
 """Errors phrased for the user: the CLI prints their one-line message and exits with 2."""
 
+import errno
+
 from pydantic_core import ErrorDetails
+
+# The errno values of a full disk (or quota): a run stops as `failed` at its last checkpoint.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 class ConfigError(ValueError):

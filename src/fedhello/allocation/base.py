@@ -113,6 +113,9 @@ class AllocationStrategy(ABC):
     personal_models: ClassVar[bool] = False
     uses_layer_scores: ClassVar[bool] = False  # needs the server's Fisher proxy set
     uses_costs: ClassVar[bool] = False  # needs the cost model even with layer-count budgets
+    # Keeps every client's layer set within a memory budget (`strategy_utils.within_budget`); a strategy that
+    # does not is refused with memory budgets, whose bound it would break.
+    honours_memory_budgets: ClassVar[bool] = False
 
     def __init__(self, params: StrategyParams) -> None:
         self.params = params

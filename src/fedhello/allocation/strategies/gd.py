@@ -15,6 +15,7 @@ from fedhello.allocation.strategy_utils import PatternParams, fill_in_order
 class GDStrategy(AllocationStrategy):
     name = "gd"
     summary = "each client trains the first `budget` layers of a geometric pattern (fixed sets)"
+    honours_memory_budgets = True
     Params = PatternParams
     params: PatternParams
 

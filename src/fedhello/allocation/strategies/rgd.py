@@ -10,6 +10,7 @@ from fedhello.allocation.strategy_utils import PatternParams, sample_allocation
 class RGDStrategy(AllocationStrategy):
     name = "rgd"
     summary = "each client samples `budget` layers, weighted by the pattern's count profile"
+    honours_memory_budgets = True
     Params = PatternParams
     params: PatternParams
 
