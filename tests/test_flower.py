@@ -64,6 +64,7 @@ def _without_times(path):
     return [{k: v for k, v in record.items() if not k.endswith("time_s")} for record in read_jsonl(path)]
 
 
+@pytest.mark.slow  # Ray's start-up: minutes on 2 cores
 def test_flower_simulation_equals_the_inprocess_engine(tiny_vit_folder, tmp_path, round_states, one_torch_thread):
     """One intra-op thread here, as in Flower's one-CPU Ray workers, so both sum in the same order."""
     config = flower_config(tiny_vit_folder)
@@ -74,7 +75,7 @@ def test_flower_simulation_equals_the_inprocess_engine(tiny_vit_folder, tmp_path
 
     assert len(inprocess_states) == len(round_states) == 2
     initial = inprocess_states[0]
-    for round_number, (ours, theirs) in enumerate(zip(inprocess_states, round_states), start=1):
+    for round_number, (ours, theirs) in enumerate(zip(inprocess_states, round_states, strict=True), start=1):
         assert set(ours) == set(theirs)
         for name in ours:
             torch.testing.assert_close(
@@ -120,6 +121,7 @@ def _running_in_group(group: int) -> list[int]:
     return live
 
 
+@pytest.mark.slow  # real Flower processes, and the killed node is noticed after two 30 s heartbeats
 def test_deployment_on_loopback_completes_and_survives_a_killed_supernode(tiny_vit_folder, tmp_path):
     """A real SuperLink and two SuperNodes as processes; SuperNode 1 is SIGKILLed after round 1."""
     config = flower_config(
@@ -155,7 +157,7 @@ def test_deployment_on_loopback_completes_and_survives_a_killed_supernode(tiny_v
     assert [c["status"] for c in clients if c["client"] == 1][1:] == ["dropped"] * 2 or len(reasons) == 1
     for name in ("summary.md", "metrics.csv", "adapter.safetensors", "config.yaml"):
         assert (run_dir / name).stat().st_size > 0, name
-    assert json.loads((run_dir / "run_info.json").read_text())["engine"] == "flower-sim"
+    assert json.loads((run_dir / "run_info.json").read_text())["engine"] == "flower-deployment"
 
 
 def test_flower_setup_problems_are_one_line_errors(monkeypatch, capsys):

@@ -31,17 +31,6 @@ class PreparedExperiment:
     def costs(self) -> CostModel | None:
         return self.task.costs
 
-    @property
-    def client_state_kind(self) -> str | None:
-        """What clients keep between rounds: a personal model, a local head, or nothing (None)."""
-        if self.strategy.personal_models:
-            return "personal models"
-        return "local heads" if self.config.training.head == "local" else None
-
-    @property
-    def clients_keep_state(self) -> bool:
-        return self.client_state_kind is not None
-
     def layout(self) -> ModelLayout:
         return self.task.layout()
 
@@ -56,6 +45,13 @@ class PreparedExperiment:
 
     def with_groups(self, groups: CapabilityGroups) -> PreparedExperiment:
         return replace(self, groups=groups)
+
+
+def client_state_kind(config: ExperimentConfig, strategy: AllocationStrategy) -> str | None:
+    """What clients keep between rounds: personal models, local heads, or nothing (None)."""
+    if strategy.personal_models:
+        return "personal models"
+    return "local heads" if config.training.head == "local" else None
 
 
 def prepare_experiment(

@@ -17,15 +17,17 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
+from fedhello.allocation.registry import strategy_from_config
 from fedhello.checkpoint import is_complete
 from fedhello.config import ExperimentConfig
 from fedhello.errors import ConfigError
-from fedhello.experiment import PreparedExperiment, prepare_experiment
+from fedhello.experiment import PreparedExperiment, client_state_kind, prepare_experiment
 from fedhello.federation.inprocess import inprocess_server
 from fedhello.lifecycle import RunOutcome, run_rounds
 from fedhello.outputs.summary import format_table, summary_table_rows
 from fedhello.resources.probe import COST_FILE
 from fedhello.run_directory import ADAPTER_FILE, RunDirectory, check_run_dir, default_run_dir
+from fedhello.run_lock import run_lock
 
 INPROCESS, FLOWER_SIM, FLOWER_LOCAL = "inprocess", "flower-sim", "flower-local"
 ENGINES = (INPROCESS, FLOWER_SIM, FLOWER_LOCAL)
@@ -47,12 +49,12 @@ def run_experiment(config: ExperimentConfig, out_dir: Path | None = None, engine
     path = Path(out_dir or config.output.dir or default_run_dir(config))
     check_run_dir(path)
     experiment = prepare_experiment(config)
-    run_dir = RunDirectory.claim(path, config)
-    return _launch(experiment, run_dir, engine, resume=False)
+    with run_lock(path):
+        return _launch(experiment, RunDirectory.claim(path, config), engine, resume=False)
 
 
-def resume_experiment(path: Path) -> RunOutcome:
-    """Continue an interrupted run, on the engine it was started on, from its last complete checkpoint."""
+def resumable_config(path: Path, engine: str | None = None) -> ExperimentConfig:
+    """The config of an interrupted run that `engine` (default: the one it ran on) can continue exactly."""
     run_dir = RunDirectory.existing(path)
     if is_complete(path):
         raise ConfigError(f"{path} is a complete run; nothing to resume (`fedhello report {path}` shows it)")
@@ -61,6 +63,25 @@ def resume_experiment(path: Path) -> RunOutcome:
             f"{path} stopped before its first round (no run_info.json); start it again with "
             f"`fedhello run --config {run_dir / 'config.yaml'}` and a new --out"
         )
+    config = run_dir.config()
+    kept = client_state_kind(config, strategy_from_config(config))
+    if (engine or run_dir.info().engine) != INPROCESS and kept is not None:
+        raise ConfigError(
+            f"{path} cannot be resumed exactly: its clients kept tensors ({kept}) in their Flower node state, "
+            "which ends with the Flower run; start it again, or run such strategies in-process"
+        )
+    return config
+
+
+def resume_experiment(path: Path) -> RunOutcome:
+    """Continue an interrupted run, on the engine it was started on, from its last complete checkpoint."""
+    with run_lock(RunDirectory.existing(path).path):
+        return _resume_locked(path)
+
+
+def _resume_locked(path: Path) -> RunOutcome:
+    config = resumable_config(path)
+    run_dir = RunDirectory(path)
     engine = run_dir.info().engine
     if engine not in ENGINES:
         raise ConfigError(
@@ -68,13 +89,7 @@ def resume_experiment(path: Path) -> RunOutcome:
             f"`fedhello flower-app --resume --run-dir {path} --app-dir APP` and `flwr run APP <connection>`"
         )
     _check_engine(engine)
-    config = run_dir.config()
     experiment = prepare_experiment(config, cost_cache=run_dir / COST_FILE)
-    if engine != INPROCESS and experiment.clients_keep_state:
-        raise ConfigError(
-            f"{path} cannot be resumed exactly: its clients kept tensors ({experiment.client_state_kind}) in their "
-            "Flower node state, which ends with the Flower run; restart it, or run such strategies in-process"
-        )
     return _launch(experiment.with_groups(run_dir.recorded_groups()), run_dir, engine, resume=True)
 
 
@@ -82,14 +97,20 @@ def _launch(experiment: PreparedExperiment, run_dir: RunDirectory, engine: str, 
     if engine == INPROCESS:
         server, clients = inprocess_server(experiment)
         return run_rounds(experiment, run_dir, server, clients, resume=resume)
-    if engine == FLOWER_SIM:
-        from fedhello.flower.simulation import run_flower_simulation
+    try:
+        if engine == FLOWER_SIM:
+            from fedhello.flower.simulation import run_flower_simulation
 
-        run_flower_simulation(experiment, run_dir, resume=resume)
-    else:
-        from fedhello.flower.deployment import run_local_deployment
+            run_flower_simulation(experiment, run_dir, resume=resume)
+        else:
+            from fedhello.flower.deployment import run_local_deployment
 
-        run_local_deployment(experiment.config, run_dir.path, resume=resume, costs=experiment.costs)
+            run_local_deployment(experiment.config, run_dir.path, resume=resume, costs=experiment.costs)
+    except BaseException as error:
+        # The server side may have died without a word (a killed SuperLink takes its ServerApp along).
+        if (run_dir.status() or {}).get("status") == "running":
+            run_dir.set_status("failed", run_dir.checkpointed_round(), experiment.config.federation.rounds, str(error))
+        raise
     rounds = run_dir.rounds()
     final = rounds[-1].eval if rounds else None
     round_dicts = [record.to_json() for record in rounds]

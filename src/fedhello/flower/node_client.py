@@ -55,7 +55,7 @@ def client_runtime(
 
 
 def _client(node_config: Mapping[str, Any], state: RecordDict) -> Client:
-    record = state.get(STATE_KEY)
+    record = state.array_records.get(STATE_KEY)
     return Client(client_id(node_config), codec.tensors_from_record(record) if record is not None else None)
 
 
