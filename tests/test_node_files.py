@@ -119,10 +119,10 @@ def test_image_npz_by_name_or_index_and_its_refusals(tmp_path):
 
 
 def test_data_labels_must_be_distinct_and_match_the_dataset(tmp_path):
-    with pytest.raises(ConfigError, match="data.labels"):
+    with pytest.raises(ConfigError, match=r"data\.labels"):
         load_config(overrides=["data.labels=[a, a]"])
     config = load_config(overrides=["data.dataset=digits", "model.task=image_classification", "data.labels=[a, b]"])
-    with pytest.raises(ConfigError, match="config field 'data.labels': must list dataset 'digits'"):
+    with pytest.raises(ConfigError, match=r"config field 'data\.labels': must list dataset 'digits'"):
         export_partitions(config, tmp_path)
 
 
@@ -142,10 +142,17 @@ def test_a_node_reading_its_exported_file_sends_the_simulated_clients_update(
     tiny_vit_folder, tmp_path, one_torch_thread
 ):
     config = tiny_config(tiny_vit_folder)
-    assert main(["export-partitions", "--set", f"model.name={tiny_vit_folder}", "--set", "model.task=image_classification",
-                 "--set", "data.dataset=digits", "--set", "federation.num_clients=3", "--set",
-                 "federation.clients_per_round=2", "--set", "partition.scheme=dirichlet", "--set", "fisher.proxy_size=32",
-                 "--out", str(tmp_path / "parts")]) == 0  # fmt: skip
+    overrides = [
+        f"model.name={tiny_vit_folder}",
+        "model.task=image_classification",
+        "data.dataset=digits",
+        "federation.num_clients=3",
+        "federation.clients_per_round=2",
+        "partition.scheme=dirichlet",
+        "fisher.proxy_size=32",
+    ]
+    sets = [argument for override in overrides for argument in ("--set", override)]
+    assert main(["export-partitions", *sets, "--out", str(tmp_path / "parts")]) == 0
     manifest = json.loads((tmp_path / "parts" / "manifest.json").read_text())
     task = prepare_task(config, measure_costs=False)
     simulated = task.client_runtime(config)

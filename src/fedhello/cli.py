@@ -99,7 +99,8 @@ def _export_partitions(args: argparse.Namespace) -> int:
     suffix = next(args.out.glob("client-000.*")).suffix
     print(
         f"{config.federation.num_clients} node data files and {manifest.name} written to {args.out}; start node N "
-        f"with: fedhello node -- ... --node-config 'partition-id=N data-path=\"{args.out.resolve()}/client-NNN{suffix}\"'"
+        "with: fedhello node -- ... --node-config "
+        f"'partition-id=N data-path=\"{args.out.resolve()}/client-NNN{suffix}\"'"
     )
     return 0
 

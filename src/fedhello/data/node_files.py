@@ -125,7 +125,7 @@ def read_node_file(path: Path, task_kind: str, label_names: Sequence[str]) -> Da
         rows = _rows(path, lambda row: (_string_field(row, "text"), _label_index(row.get("label"), index)))
         if not rows:
             raise NodeDataError(f"{path}: the file has no rows")
-        texts, labels = zip(*rows)
+        texts, labels = zip(*rows, strict=True)
         return TextClassificationData(
             name, list(texts), np.array(labels, np.int64), [], np.zeros(0, np.int64), tuple(label_names)
         )
@@ -141,7 +141,7 @@ def read_node_file(path: Path, task_kind: str, label_names: Sequence[str]) -> Da
     pairs = _rows(path, instruction)
     if not pairs:
         raise NodeDataError(f"{path}: the file has no rows")
-    prompts, responses, categories = zip(*pairs)
+    prompts, responses, categories = zip(*pairs, strict=True)
     return InstructionData(
         name, list(prompts), list(responses), np.array(categories, np.int64), [], [], np.zeros(0, np.int64),
         tuple(label_names),
@@ -172,7 +172,8 @@ def _read_images(path: Path, name: str, index: dict[str, int], label_names: tupl
         bad = np.flatnonzero((labels < 0) | (labels >= len(label_names)))
         if len(bad):
             raise NodeDataError(
-                f"{path}: row {bad[0]}: label index {labels[bad[0]]} is outside the run's label set (0..{len(label_names) - 1})"
+                f"{path}: row {bad[0]}: label index {labels[bad[0]]} is outside the run's label set "
+                f"(0..{len(label_names) - 1})"
             )
         classes = labels.astype(np.int64)
     elif labels.dtype.kind == "U":
