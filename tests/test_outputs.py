@@ -277,9 +277,8 @@ def test_summary_rows_and_markdown(tmp_path: Path) -> None:
     assert "- model: tiny" in text
     assert "| best eval accuracy (subset) | 0.6125 |" in text
     assert "| best eval round | 4 |" in text
-    assert (
-        "| 4 | 1.6 | 1.6327 | 0.6125 |" in text
-    )  # learning-curve row of the best round: train loss, eval loss, accuracy
+    # learning-curve row of the best round: train loss, eval loss, accuracy
+    assert "| 4 | 1.6 | 1.6327 | 0.6125 |" in text
     assert "| 3 |" not in text  # round 3 had no eval
     assert "## Notes\n\nHello notes." in text
     assert "![Learning curves](learning_curves.png)" in text

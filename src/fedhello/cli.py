@@ -71,13 +71,13 @@ def _flower_app(args: argparse.Namespace) -> int:
     from fedhello.flower.deployment import check_app_dir, write_flower_app
     from fedhello.resources.probe import COST_FILE
     from fedhello.run_directory import check_run_dir
+    from fedhello.runner import resumable_config
 
     if args.resume:
-        from fedhello.runner import resumable_config
-
         if args.preset or args.config or args.set:
             raise ConfigError(
-                "flower-app --resume continues the run with its own config.yaml; drop --preset/--config/--set"
+                "flower-app --resume continues the run in --run-dir with its own config.yaml; "
+                "drop --preset/--config/--set"
             )
         config = resumable_config(args.run_dir, engine="flower")
     else:
@@ -93,6 +93,28 @@ def _flower_app(args: argparse.Namespace) -> int:
     app_dir = write_flower_app(config, args.run_dir, args.app_dir, resume=args.resume, costs=experiment.costs)
     print(f"Flower app written to {app_dir}; run it with: flwr run {app_dir} <connection> --stream")
     return 0
+
+
+def _export_partitions(args: argparse.Namespace) -> int:
+    from fedhello.config import load_config
+    from fedhello.node_preparation import export_partitions
+
+    config = load_config(args.preset, args.config, args.set)
+    manifest = export_partitions(config, args.out)
+    suffix = next(args.out.glob("client-000.*")).suffix
+    print(
+        f"{config.federation.num_clients} node data files and {manifest.name} written to {args.out}; start node N "
+        "with: fedhello node -- ... --node-config "
+        f"'partition-id=N data-path=\"{args.out.resolve()}/client-NNN{suffix}\"'"
+    )
+    return 0
+
+
+def _node(args: argparse.Namespace) -> int:
+    from fedhello.flower.node_worker import run_node
+
+    arguments = args.supernode_arguments
+    return run_node(arguments[1:] if arguments[:1] == ["--"] else arguments, args.socket)
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -271,6 +293,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue the interrupted run in --run-dir from its last checkpoint (with its own config.yaml)",
     )
     flower_app.set_defaults(handler=_flower_app)
+
+    export = commands.add_parser(
+        "export-partitions", help="write the simulated partition as one node data file per client, plus a manifest"
+    )
+    export.add_argument("--preset", help="a shipped preset (see `fedhello presets`)")
+    export.add_argument("--config", type=Path, help="a YAML config file, applied over the preset")
+    export.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one field")
+    export.add_argument("--out", type=Path, required=True, help="the folder to write client-NNN files into")
+    export.set_defaults(handler=_export_partitions)
+
+    node = commands.add_parser(
+        "node",
+        help="run a Flower SuperNode with a long-lived fedhello worker that keeps the model and data loaded",
+        description="Starts the node worker, then `flower-supernode SUPERNODE_ARGUMENTS` whose ClientApp forwards "
+        "every message to the worker; stops both when either ends. Example: fedhello node -- --insecure "
+        "--superlink 127.0.0.1:9092 --port 9094 --node-config 'partition-id=0 data-path=\"/data/mine.jsonl\"'",
+    )
+    node.add_argument(
+        "--socket", type=Path, help="the worker's Unix socket (default: a new private folder under the temp dir)"
+    )
+    node.add_argument("supernode_arguments", nargs=argparse.REMAINDER, help="after --: flower-supernode's arguments")
+    node.set_defaults(handler=_node)
 
     compare = commands.add_parser("compare", help="run a grid of methods x partitions x seeds and tabulate it")
     compare.add_argument("--preset", help="a shipped comparison preset (see `fedhello presets`)")

@@ -8,6 +8,7 @@ in-process run or loaded once per Flower client process.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,8 +33,8 @@ class ClientRuntime:
 
     federated: FederatedModel
     train: Split
-    test: Split
-    client_indices: list[np.ndarray]
+    test: Split | None  # None on a Flower node that evaluates no personal model
+    client_indices: Sequence[np.ndarray] | Mapping[int, np.ndarray]  # a client's positions in `train`
     settings: LocalTrainingSettings
     seed: int
     evaluation: EvaluationSettings
@@ -49,8 +50,8 @@ class ClientRuntime:
         config: ExperimentConfig,
         federated: FederatedModel,
         train: Split,
-        test: Split,
-        client_indices: list[np.ndarray],
+        test: Split | None,
+        client_indices: Sequence[np.ndarray] | Mapping[int, np.ndarray],
     ) -> ClientRuntime:
         training = config.training
         settings = LocalTrainingSettings(
@@ -79,7 +80,7 @@ class Client:
         full_shapes = {name: tensor.shape for name, tensor in runtime.initial_state.items()}
         missing = set(full_shapes) - set(instruction.tensors) - set(instruction.keep_local)
         if missing:
-            raise ValueError(f"instruction lacks {len(missing)} tensors, e.g. {sorted(missing)[0]}")
+            raise ValueError(f"instruction lacks {len(missing)} tensors, e.g. {min(missing)}")
         received = instruction.tensors
         reduced = {name for name, tensor in received.items() if tensor.shape != full_shapes[name]}
         own = {name: self.state.get(name, runtime.initial_state[name]) for name in instruction.keep_local}
@@ -131,7 +132,7 @@ class Client:
 
     def evaluate_personal(self, runtime: ClientRuntime, candidates: np.ndarray) -> EvalResult | None:
         """This client's own model on the test samples (among `candidates`) of the classes it holds."""
-        if not self.state:
+        if not self.state or runtime.test is None:
             return None
         own_classes = np.unique(runtime.train.classes.numpy()[runtime.client_indices[self.client_id]])
         own = candidates[np.isin(runtime.test.classes.numpy()[candidates], own_classes)]
