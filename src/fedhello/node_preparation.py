@@ -13,8 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import fields
+from dataclasses import fields, is_dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -78,6 +79,8 @@ def cache_key(config: ExperimentConfig, source: dict) -> str:
 
 def save_split(path: Path, split: Split, label_names: tuple[str, ...]) -> None:
     """A split's tensors as safetensors, its other fields and the label set as JSON metadata; atomic."""
+    if not is_dataclass(split):
+        raise TypeError(f"{type(split).__name__} is not a dataclass split")
     values = {field.name: getattr(split, field.name) for field in fields(split)}
     tensors = {name: value.contiguous().clone() for name, value in values.items() if isinstance(value, torch.Tensor)}
     others = {name: value for name, value in values.items() if name not in tensors}
@@ -139,7 +142,9 @@ class NodeSamples:
             self._dataset = load_dataset(self.config.data.dataset)
         return self._dataset
 
-    def _raw(self, split: str, label_names: tuple[str, ...]) -> tuple[DatasetData, np.ndarray, str]:
+    def _raw(
+        self, split: str, label_names: tuple[str, ...]
+    ) -> tuple[DatasetData, np.ndarray, Literal["train", "test"]]:
         """The data to encode, the positions to encode and which of its splits they index."""
         if self.data_path is not None:
             data = read_node_file(self.data_path, self.config.model.task, label_names)

@@ -52,7 +52,9 @@ def handle(kind: str, msg: Message, context: Context) -> Message:
             content, error = HANDLERS[kind](msg.content, context.state, context.run_config, context.node_config), None
         except ConfigError as refusal:
             content, error = None, str(refusal).splitlines()[0]
-    return refused(msg, error) if error is not None else Message(content, reply_to=msg)
+    if error is not None or content is None:
+        return refused(msg, error or f"the node gave no reply to a {kind} message")
+    return Message(content, reply_to=msg)
 
 
 @app.query()
@@ -62,11 +64,9 @@ def identify(msg: Message, context: Context) -> Message:
         return refused(
             msg, f"node config lacks {PARTITION_ID!r}: start the SuperNode with --node-config '{PARTITION_ID}=N'"
         )
-    identity = {
-        "client-id": int(context.node_config[PARTITION_ID]),
-        "group": int(context.node_config.get(CAPABILITY_GROUP, -1)),
-    }
-    return Message(RecordDict({"identity": ConfigRecord(identity)}), reply_to=msg)
+    client_id = int(context.node_config[PARTITION_ID])
+    group = int(context.node_config.get(CAPABILITY_GROUP, -1))
+    return Message(RecordDict({"identity": ConfigRecord({"client-id": client_id, "group": group})}), reply_to=msg)
 
 
 @app.train()

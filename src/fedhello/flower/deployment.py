@@ -21,7 +21,8 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Self
+
+from typing_extensions import Self
 
 from fedhello.config import ExperimentConfig
 from fedhello.errors import ConfigError, EngineError

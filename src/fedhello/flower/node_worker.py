@@ -177,7 +177,12 @@ def run_node(supernode_arguments: list[str], socket_path: Path | None = None) ->
         threading.Thread(target=worker.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
-    threading.Thread(target=lambda: (supernode.wait(), stop()), daemon=True).start()
+
+    def stop_when_supernode_ends() -> None:
+        supernode.wait()
+        stop()
+
+    threading.Thread(target=stop_when_supernode_ends, daemon=True).start()
     try:
         worker.serve_forever()
     finally:
