@@ -10,6 +10,7 @@ the run directory exactly as for the in-process engine.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ from fedhello.federation.server import Server
 from fedhello.flower import codec
 from fedhello.flower.grid_engine import GridEngine
 from fedhello.flower.run_settings import (
+    DEPLOYMENT,
     costs_from,
     decode_config,
     encoded_config,
@@ -41,6 +43,7 @@ from fedhello.records import EvalResult
 from fedhello.resources.cost_model import CostModel
 from fedhello.resources.probe import COST_FILE
 from fedhello.run_directory import CONFIG_FILE, RunDirectory
+from fedhello.run_lock import run_lock
 from fedhello.tensor_state import TensorState
 
 app = ServerApp()
@@ -163,11 +166,15 @@ def run_flower_server(
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     run_config = context.run_config
-    run_flower_server(
-        grid,
-        decode_config(encoded_config(run_config)),
-        out_dir_from(run_config),
-        resume=resume_from(run_config),
-        costs=costs_from(run_config),
-        engine_name=engine_from(run_config),
-    )
+    path, engine_name = out_dir_from(run_config), engine_from(run_config)
+    # A launched run (flower-sim, flower-local) is locked by its launcher; a manual `flwr run` locks it here.
+    lock = run_lock(path) if engine_name == DEPLOYMENT else contextlib.nullcontext()
+    with lock:
+        run_flower_server(
+            grid,
+            decode_config(encoded_config(run_config)),
+            path,
+            resume=resume_from(run_config),
+            costs=costs_from(run_config),
+            engine_name=engine_name,
+        )
