@@ -15,6 +15,7 @@ from importlib.metadata import entry_points
 from fedhello.allocation.base import AllocationStrategy
 from fedhello.config import ExperimentConfig
 from fedhello.errors import ConfigError
+from fedhello.privacy.validation import check_private_strategy
 
 _STRATEGIES: dict[str, type[AllocationStrategy]] = {}
 _ENTRY_POINT_GROUP = "fedhello.strategies"
@@ -77,4 +78,5 @@ def strategy_from_config(config: ExperimentConfig) -> AllocationStrategy:
             f"config field 'fisher.proxy_size': strategy {strategy.name!r} scores layers on the server's proxy set; "
             "it must be at least 1"
         )
+    check_private_strategy(config, strategy)
     return strategy

@@ -18,6 +18,7 @@ from fedhello.config import ExperimentConfig
 from fedhello.data.splits import Split
 from fedhello.federation.messages import ClientReply, TrainInstruction
 from fedhello.models.federated_model import FederatedModel
+from fedhello.privacy.clipping import clip_update
 from fedhello.records import ClientRecord, EvalResult
 from fedhello.resources.cost_model import trained_state_bytes
 from fedhello.seeding import torch_generator, torch_seed
@@ -79,7 +80,7 @@ class Client:
         full_shapes = {name: tensor.shape for name, tensor in runtime.initial_state.items()}
         missing = set(full_shapes) - set(instruction.tensors) - set(instruction.keep_local)
         if missing:
-            raise ValueError(f"instruction lacks {len(missing)} tensors, e.g. {sorted(missing)[0]}")
+            raise ValueError(f"instruction lacks {len(missing)} tensors, e.g. {min(missing)}")
         received = instruction.tensors
         reduced = {name for name, tensor in received.items() if tensor.shape != full_shapes[name]}
         own = {name: self.state.get(name, runtime.initial_state[name]) for name in instruction.keep_local}
@@ -111,6 +112,9 @@ class Client:
             {name: after[name][leading_block(start[name].shape)] for name in names if name not in kept},
             {name: start[name] for name in names if name not in kept},
         )
+        within_clip = None
+        if instruction.clip_norm is not None:  # differential privacy: nothing unclipped leaves the client
+            deltas, within_clip = clip_update(deltas, instruction.clip_norm)
         record = ClientRecord(
             round=instruction.round,
             client=self.client_id,
@@ -126,6 +130,7 @@ class Client:
             bytes_up=state_bytes(deltas),
             activation_bytes=result.activation_bytes,
             state_bytes=trained_state_bytes(loaded.values()),
+            within_clip=within_clip,
         )
         return ClientReply(ClientUpdate(self.client_id, deltas, len(samples)), record)
 
