@@ -26,7 +26,8 @@ from benchlib import add_common_arguments, apply_common_arguments, machine_descr
 def one_run(num_clients: int, rounds: int) -> dict:
     from fedhello.allocation.registry import strategy_from_config
     from fedhello.config import load_config
-    from fedhello.federation.inprocess import build_inprocess_engine
+    from fedhello.experiment import PreparedExperiment
+    from fedhello.federation.inprocess import InProcessFederation
     from fedhello.preparation import prepare_task
 
     config = load_config(
@@ -43,7 +44,9 @@ def one_run(num_clients: int, rounds: int) -> dict:
             "output.tensorboard=false",
         ]
     )
-    engine = build_inprocess_engine(config, prepare_task(config), strategy_from_config(config))
+    engine = InProcessFederation(
+        PreparedExperiment.from_task(config, strategy_from_config(config), prepare_task(config))
+    )
     times = [engine.run_round().record for _ in range(rounds)]
     steps = sum(record.local_steps for record in engine.log.clients)
     return {

@@ -21,8 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import add_common_arguments, apply_common_arguments, machine_description
 from fedhello.allocation.registry import strategy_from_config
 from fedhello.config import load_config
+from fedhello.experiment import PreparedExperiment
 from fedhello.federation import client, model_runtime, server
-from fedhello.federation.inprocess import build_inprocess_engine
+from fedhello.federation.inprocess import InProcessFederation
 from fedhello.preparation import prepare_task
 
 PHASES = {
@@ -65,7 +66,7 @@ def main() -> None:
         ]
     )
     task = prepare_task(config)
-    engine = build_inprocess_engine(config, task, strategy_from_config(config))
+    engine = InProcessFederation(PreparedExperiment.from_task(config, strategy_from_config(config), task))
     totals: dict[str, float] = defaultdict(float)
     instrument(totals)
     with profile(activities=[ProfilerActivity.CPU]) as profiler:

@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import add_common_arguments, apply_common_arguments, machine_description
 from fedhello.allocation.registry import strategy_from_config
 from fedhello.config import load_config
-from fedhello.federation.inprocess import build_inprocess_engine
+from fedhello.experiment import PreparedExperiment
+from fedhello.federation.inprocess import InProcessFederation
 from fedhello.preparation import prepare_task
 from fedhello.seeding import torch_generator
 from fedhello.training import local_batches
@@ -75,7 +76,7 @@ def main() -> None:
         ]
     )
     task = prepare_task(config)
-    engine = build_inprocess_engine(config, task, strategy_from_config(config))
+    engine = InProcessFederation(PreparedExperiment.from_task(config, strategy_from_config(config), task))
     engine_s, bare_s = 0.0, 0.0
     for _ in range(args.rounds):
         outcome = engine.run_round()

@@ -18,7 +18,8 @@ from fedhello.fisher import per_sample_gradients, per_sample_gradients_loop
 from fedhello.models.federated_model import FederatedModel
 from fedhello.models.lora import inject_lora
 from fedhello.outputs.run_writer import read_jsonl
-from fedhello.runner import prepare_task, run_experiment
+from fedhello.preparation import prepare_task
+from fedhello.runner import run_experiment
 from fedhello.tasks import EvaluationSettings
 from fedhello.tasks.causal_lm import CausalLMTask
 

@@ -15,7 +15,8 @@ import torch
 
 from fedhello.config import load_config
 from fedhello.outputs.run_writer import read_jsonl
-from fedhello.runner import prepare_task, run_experiment
+from fedhello.preparation import prepare_task
+from fedhello.runner import run_experiment
 from fedhello.tasks import EvaluationSettings
 
 pytestmark = pytest.mark.slow

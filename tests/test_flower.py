@@ -111,7 +111,7 @@ def test_flower_simulation_equals_the_inprocess_engine(
         epsilons = [[r["privacy"]["epsilon"] for r in read_jsonl(run.out_dir / "metrics.jsonl")] for run in runs]
         assert epsilons[0] == epsilons[1] and len(epsilons[0]) == 2
         assert all(client["within_clip"] is not None for client in flower_clients if client["status"] == "trained")
-    assert json.loads((flower.out_dir / "run_info.json").read_text())["engine"] == "flower"
+    assert json.loads((flower.out_dir / "run_info.json").read_text())["engine"] == "flower-sim"
     for name in ("summary.md", "metrics.csv", "partition.csv", "adapter.safetensors", "fisher.jsonl"):
         assert (flower.out_dir / name).stat().st_size > 0, name
 
@@ -173,7 +173,7 @@ def test_deployment_on_loopback_completes_and_survives_a_killed_supernode(tiny_v
     assert [c["status"] for c in clients if c["client"] == 1][1:] == ["dropped"] * 2 or len(reasons) == 1
     for name in ("summary.md", "metrics.csv", "adapter.safetensors", "config.yaml"):
         assert (run_dir / name).stat().st_size > 0, name
-    assert json.loads((run_dir / "run_info.json").read_text())["engine"] == "flower"
+    assert json.loads((run_dir / "run_info.json").read_text())["engine"] == "flower-deployment"
 
 
 def test_flower_setup_problems_are_one_line_errors(monkeypatch, capsys):

@@ -10,7 +10,8 @@ import pytest
 from fedhello.config import load_config
 from fedhello.errors import ConfigError
 from fedhello.outputs.run_writer import read_jsonl
-from fedhello.runner import prepare_task, run_experiment
+from fedhello.preparation import prepare_task
+from fedhello.runner import run_experiment
 
 
 def vit_config(folder, *extra):

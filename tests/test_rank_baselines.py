@@ -17,7 +17,8 @@ from fedhello.allocation.ranks import budget_ranks
 from fedhello.allocation.registry import build_strategy
 from fedhello.allocation.strategies.flexlora import svd_factors
 from fedhello.config import build_config
-from fedhello.federation.inprocess import MemoryLog, build_inprocess_engine
+from fedhello.experiment import PreparedExperiment
+from fedhello.federation.inprocess import InProcessFederation, MemoryLog
 from fedhello.models.layers import LayerMap
 from fedhello.preparation import FederatedTask
 from fedhello.tensor_state import merged_delta_key, state_bytes
@@ -335,7 +336,9 @@ def test_local_models_live_with_their_clients(tiny_federated, encoded_split):
     federated = tiny_federated("bert", 2)
     initial = federated.state()
     config = _tiny_config("local", rounds=2, clients_per_round=2)
-    engine = build_inprocess_engine(config, _tiny_task(federated, encoded_split), build_strategy("local", {}))
+    engine = InProcessFederation(
+        PreparedExperiment.from_task(config, build_strategy("local", {}), _tiny_task(federated, encoded_split))
+    )
     first = engine.run_round()
     assert all(not instruction_bytes for instruction_bytes in (first.record.bytes_down, first.record.bytes_up))
     for name, tensor in engine.server.global_state.items():
@@ -360,7 +363,9 @@ def test_local_head_stays_with_the_client(tiny_federated, encoded_split):
     federated = tiny_federated("bert", 2)
     initial = federated.state()
     config = _tiny_config("full", rounds=1, training={"batch_size": 4, "max_local_steps": 2, "head": "local"})
-    engine = build_inprocess_engine(config, _tiny_task(federated, encoded_split), build_strategy("full", {}))
+    engine = InProcessFederation(
+        PreparedExperiment.from_task(config, build_strategy("full", {}), _tiny_task(federated, encoded_split))
+    )
     plan = engine.server.plan_round()
     for instruction in plan.instructions:
         assert not set(federated.head_names) & set(instruction.tensors)
@@ -377,7 +382,9 @@ def test_reset_head_reproduces_the_reference(tiny_federated, encoded_split):
     federated = tiny_federated("bert", 2)
     initial = federated.state()
     config = _tiny_config("full", rounds=2, training={"batch_size": 4, "max_local_steps": 2, "head": "reset"})
-    engine = build_inprocess_engine(config, _tiny_task(federated, encoded_split), build_strategy("full", {}))
+    engine = InProcessFederation(
+        PreparedExperiment.from_task(config, build_strategy("full", {}), _tiny_task(federated, encoded_split))
+    )
     first = engine.run_round()
     head_params = sum(initial[name].numel() for name in federated.head_names)
     lora_params = sum(initial[name].numel() for name in federated.layer_map.all_names)
@@ -451,9 +458,12 @@ def test_engine_trains_clients_at_their_ranks(tiny_federated, encoded_split, ran
     params = {} if ranks is None else {"ranks": ranks}
     config = _tiny_config("hetlora", params)
     initial = federated.state()
-    engine = build_inprocess_engine(config, _tiny_task(federated, encoded_split), build_strategy("hetlora", params))
+    engine = InProcessFederation(
+        PreparedExperiment.from_task(config, build_strategy("hetlora", params), _tiny_task(federated, encoded_split))
+    )
     assert isinstance(engine.log, MemoryLog)
-    final = engine.run()
+    while not engine.server.finished:
+        final = engine.run_round().record
     group_ranks = ranks or budget_ranks(full_rank, [1, 2], 2)
     assert group_ranks == ([2, 4] if ranks is None else [1, 2])
 

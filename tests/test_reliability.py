@@ -94,7 +94,7 @@ KILLER = textwrap.dedent(
         os.kill(os.getpid(), signal.SIGKILL)
 
     import fedhello.checkpoint as checkpoint
-    import fedhello.runner as runner
+
     from fedhello.federation.client import Client
 
     if point == "mid-round":  # the second client of round `at` never returns
@@ -116,13 +116,13 @@ KILLER = textwrap.dedent(
             return write(path, data)
         checkpoint.atomic_write = killing_write
     elif point == "after-checkpoint":  # dies right after round `at`'s checkpoint is complete
-        save = runner.save_checkpoint
+        save = checkpoint.save_checkpoint
         def killing_save(run_dir, config_text, name, server, clients):
             result = save(run_dir, config_text, name, server, clients)
             if server.round == at:
                 die()
             return result
-        runner.save_checkpoint = killing_save
+        checkpoint.save_checkpoint = killing_save
     from fedhello.cli import main
     sys.exit(main(sys.argv[3:]))
     """

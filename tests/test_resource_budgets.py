@@ -15,10 +15,11 @@ from fedhello.allocation.registry import build_strategy
 from fedhello.config import load_config
 from fedhello.errors import ConfigError
 from fedhello.outputs.run_writer import read_jsonl
+from fedhello.preparation import prepare_task
 from fedhello.resources.cost_model import CostModel
 from fedhello.resources.memory_units import parse_memory
 from fedhello.resources.probe import COST_FILE, cost_model_for, probe_costs
-from fedhello.runner import prepare_task, run_experiment
+from fedhello.runner import run_experiment
 from fedhello.training import LocalTrainingSettings, train_locally
 
 L = 6

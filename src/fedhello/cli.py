@@ -44,11 +44,20 @@ def _flower_app(args: argparse.Namespace) -> int:
     from fedhello.allocation.registry import strategy_from_config
     from fedhello.config import load_config
 
-    config = load_config(args.preset, args.config, args.set)
-    strategy_from_config(config)
+    if args.resume:
+        from fedhello.runner import resumable_config
+
+        if args.preset or args.config or args.set:
+            raise ConfigError(
+                "flower-app --resume continues the run with its own config.yaml; drop --preset/--config/--set"
+            )
+        config = resumable_config(args.run_dir, engine="flower")
+    else:
+        config = load_config(args.preset, args.config, args.set)
+        strategy_from_config(config)
     from fedhello.flower.deployment import write_flower_app
 
-    app_dir = write_flower_app(config, args.run_dir, args.app_dir)
+    app_dir = write_flower_app(config, args.run_dir, args.app_dir, resume=args.resume)
     print(f"Flower app written to {app_dir}; run it with: flwr run {app_dir} <connection> --stream")
     return 0
 
@@ -68,11 +77,12 @@ def _compare(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from fedhello.comparison.report import write_report
-    from fedhello.runner import write_run_report
+    from fedhello.outputs.run_report import write_run_report
+    from fedhello.run_directory import RunDirectory
 
     directory: Path = args.directory
     if (directory / "metrics.jsonl").exists() or (directory / "config.yaml").exists():
-        print(write_run_report(directory))
+        print(write_run_report(RunDirectory.existing(directory)))
     elif (directory / "runs").is_dir():
         print(write_report(directory, args.target))
     else:
@@ -207,6 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the ServerApp writes the run directory (on the SuperLink's machine)",
     )
     flower_app.add_argument("--app-dir", type=Path, required=True, help="the Flower app directory to write")
+    flower_app.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted run in --run-dir from its last checkpoint (with its own config.yaml)",
+    )
     flower_app.set_defaults(handler=_flower_app)
 
     compare = commands.add_parser("compare", help="run a grid of methods x partitions x seeds and tabulate it")

@@ -93,13 +93,15 @@ def prepare_task(
     *,
     strategy_uses_costs: bool = False,
     cost_cache: Path | None = None,
+    costs: CostModel | None = None,
     measure_costs: bool = True,
 ) -> FederatedTask:
     """Load data and model, split off the proxy set, partition the rest among clients.
 
     With memory budgets (or a strategy that prices layer sets) it also measures the cost
     model on a real training batch, or reuses `cost_cache` when it was measured for the same
-    model and input shape, and checks every budget against it. A Flower client passes
+    model and input shape (or takes `costs`, measured by the launcher), and checks every budget
+    against it. A Flower client passes
     `measure_costs=False`: only the server prices layer sets and checks budgets.
     """
     data = load_dataset(config.data.dataset)
@@ -122,10 +124,10 @@ def prepare_task(
     num_layers = federated.layer_map.num_layers
     resolve_budgets([budget for budget in config.groups.budgets if not isinstance(budget, str)], num_layers)
     train = task.encode(federated, data, "train", client_positions, config)
-    costs = None
+    measured = None
     if measure_costs and (needs_cost_model(config.groups.budgets) or strategy_uses_costs):
-        costs = cost_model_for(config, federated, train, cost_cache)
-        resolve_budgets(config.groups.budgets, num_layers, costs)
+        measured = cost_model_for(config, federated, train, cost_cache, known=costs)
+        resolve_budgets(config.groups.budgets, num_layers, measured)
     test = task.encode(federated, data, "test", test_positions, config)
     proxy = task.encode(federated, data, "train", proxy_positions, config) if proxy_size else None
     partition = config.partition
@@ -145,4 +147,4 @@ def prepare_task(
             f"{config.federation.num_clients} clients (e.g. client {empty[0]}) with no training samples; "
             "use fewer clients, more data, or a larger partition.min_per_client / partition.alpha"
         )
-    return FederatedTask(federated, train, test, proxy, client_indices, data.label_names, costs)
+    return FederatedTask(federated, train, test, proxy, client_indices, data.label_names, measured)

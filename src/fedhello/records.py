@@ -33,14 +33,19 @@ def _to_json(record: Any) -> dict[str, Any]:
     return out
 
 
+def _required(item: dataclasses.Field) -> bool:
+    return item.default is dataclasses.MISSING and item.default_factory is dataclasses.MISSING
+
+
 class JsonRecord:
     def to_json(self) -> dict[str, Any]:
         return _to_json(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Self:
-        known = {item.name for item in dataclasses.fields(cls)}  # type: ignore[arg-type]
-        return cls(**{key: value for key, value in data.items() if key in known})
+        """The record of one JSON line; `to_json` leaves out fields that are None, so they come back as None."""
+        fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+        return cls(**{item.name: data.get(item.name) for item in fields if item.name in data or _required(item)})
 
 
 # The metrics a task may report (EvalResult fields), in display order, with their labels.

@@ -8,13 +8,16 @@ count is the most layers it can buy, the deepest ones, which patterns and RGD we
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
+from fedhello.config import ExperimentConfig
 from fedhello.errors import ConfigError
 from fedhello.resources.cost_model import CostModel
 from fedhello.resources.memory_units import format_mib, parse_memory
+from fedhello.seeding import numpy_rng
 
 
 def memory_budgets(budgets: Sequence[int | float | str]) -> list[int | None]:
@@ -76,3 +79,39 @@ def assign_groups(num_clients: int, ratio: Sequence[float], assignment: str, rng
     elif assignment != "index":
         raise ConfigError(f"config field 'groups.assignment': {assignment!r} is not one of random, index")
     return membership
+
+
+@dataclass(frozen=True)
+class CapabilityGroups:
+    """The resolved RoC of one run: each client's group, each group's layer budget and memory bound.
+
+    Resolved once per run (`resolve`) and handed to the `Server`; a deployment's nodes may
+    declare their own group (`with_declared`), which overrides the seeded assignment.
+    """
+
+    client_groups: np.ndarray
+    budgets: list[int]
+    memory: list[int | None]
+
+    @classmethod
+    def resolve(cls, config: ExperimentConfig, num_layers: int, costs: CostModel | None) -> CapabilityGroups:
+        groups = config.groups
+        return cls(
+            assign_groups(
+                config.federation.num_clients, groups.ratio, groups.assignment, numpy_rng(config.seed, "groups")
+            ),
+            resolve_budgets(groups.budgets, num_layers, costs),
+            memory_budgets(groups.budgets),
+        )
+
+    def with_declared(self, declared: Mapping[int, int]) -> CapabilityGroups:
+        """These groups with the clients in `declared` moved to the group their node declares."""
+        client_groups = self.client_groups.copy()
+        for client, group in declared.items():
+            if not 0 <= group < len(self.budgets):
+                raise ConfigError(
+                    f"node config 'capability-group': client {client}'s node declares group {group}; "
+                    f"groups are 0..{len(self.budgets) - 1}"
+                )
+            client_groups[client] = group
+        return CapabilityGroups(client_groups, self.budgets, self.memory)

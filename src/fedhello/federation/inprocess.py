@@ -1,37 +1,28 @@
-"""The in-process engine: one `Server` and every `Client` in this process, over one shared model.
+"""The in-process engine: every `Client` in this process, over one shared frozen model.
 
-The loop is the whole engine: the server plans a round, each instructed client trains,
-the server checks and aggregates the replies. A client that raises is dropped from the
-round with the reason in the records, as a failed node would be under Flower. Faults
-configured under `faults` are injected here (`fedhello.federation.faults`).
+`deliver` calls each instructed client directly. A client that raises is dropped from
+the round with the reason in the records, as a failed node would be under Flower.
+Faults configured under `faults` are injected here (`fedhello.federation.faults`). The
+clients' own tensors (local heads, personal models) live here, so the checkpoint keeps
+them and a resumed run continues exactly. The round loop itself is `fedhello.lifecycle`.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
-from fedhello.allocation.base import AllocationStrategy
 from fedhello.config import ExperimentConfig
+from fedhello.experiment import PreparedExperiment
 from fedhello.federation.client import Client, ClientRuntime
 from fedhello.federation.faults import InjectedFault, corrupt_reply, fault_for
 from fedhello.federation.messages import ClientReply
 from fedhello.federation.model_runtime import GlobalModelRuntime
-from fedhello.federation.server import RoundOutcome, Server
-from fedhello.preparation import FederatedTask
+from fedhello.federation.server import RoundOutcome, RoundPlan, Server, update_cap
+from fedhello.lifecycle import log_outcome, play_round
 from fedhello.records import AllocationRecord, ClientRecord, DroppedClient, EvalResult, FisherRecord, RoundRecord
 from fedhello.tensor_state import TensorState
-
-
-class RunLog(Protocol):
-    def log_round(self, record: RoundRecord) -> None: ...
-    def log_clients(self, records: list[ClientRecord]) -> None: ...
-    def log_allocation(self, record: AllocationRecord) -> None: ...
-    def log_fisher(self, record: FisherRecord) -> None: ...
 
 
 class MemoryLog:
@@ -56,39 +47,6 @@ class MemoryLog:
         self.fisher.append(record)
 
 
-def log_outcome(log: RunLog, outcome: RoundOutcome) -> None:
-    """Every engine reports a round the same way."""
-    log.log_allocation(outcome.allocation)
-    if outcome.fisher is not None:
-        log.log_fisher(outcome.fisher)
-    log.log_clients(outcome.clients)
-    log.log_round(outcome.record)
-
-
-class InProcessServerRuntime(GlobalModelRuntime):
-    """Global evaluation on the shared model, or (personal-model strategies) each client's own."""
-
-    def __init__(
-        self, base: GlobalModelRuntime, clients: dict[int, Client], client_runtime: ClientRuntime, personal_models: bool
-    ) -> None:
-        super().__init__(**vars(base))
-        self.clients = clients
-        self.client_runtime = client_runtime
-        self.personal_models = personal_models
-
-    def evaluate(self, global_state: TensorState, indices: np.ndarray, split: str) -> EvalResult:
-        if not self.personal_models:
-            return super().evaluate(global_state, indices, split)
-        results = [
-            result
-            for _, client in sorted(self.clients.items())
-            if (result := client.evaluate_personal(self.client_runtime, indices)) is not None
-        ]
-        if not results:
-            return super().evaluate(global_state, indices, split)
-        return mean_personal_result(results, split)
-
-
 def mean_personal_result(results: list[EvalResult], split: str) -> EvalResult:
     """Mean of the clients' own-model metrics (each on the test samples of its classes)."""
     return EvalResult(
@@ -100,58 +58,87 @@ def mean_personal_result(results: list[EvalResult], split: str) -> EvalResult:
     )
 
 
-@dataclass
 class InProcessEngine:
-    server: Server
-    client_runtime: ClientRuntime
-    clients: dict[int, Client]
-    log: RunLog
-    on_round: Callable[[RoundRecord], None] | None = None
+    """Delivers each instruction by calling the client's `fit` in this process."""
 
-    def run_round(self) -> RoundOutcome:
-        plan = self.server.plan_round()
+    name = "inprocess"
+
+    def __init__(self, config: ExperimentConfig, client_runtime: ClientRuntime) -> None:
+        self.config = config
+        self.client_runtime = client_runtime
+        self.clients: dict[int, Client] = {}
+
+    def deliver(self, plan: RoundPlan) -> tuple[list[ClientReply], list[DroppedClient]]:
         replies: list[ClientReply] = []
         failures: list[DroppedClient] = []
         for instruction in plan.instructions:
             client = self.clients.setdefault(instruction.client_id, Client(instruction.client_id))
-            fault = fault_for(self.server.config.faults, plan.round, instruction.client_id)
+            fault = fault_for(self.config.faults, plan.round, instruction.client_id)
             try:
                 if fault == "raise":
                     raise InjectedFault("injected fault")
                 reply = client.fit(instruction, self.client_runtime)
                 if fault is not None:
-                    reply = corrupt_reply(fault, reply, instruction, self.server.update_cap(instruction))
+                    reply = corrupt_reply(fault, reply, instruction, update_cap(self.config, instruction))
                 replies.append(reply)
             except Exception as error:  # noqa: BLE001 - a failing client is dropped, the round goes on
                 reason = f"training failed: {type(error).__name__}: {error}"
                 warnings.warn(f"round {plan.round}, client {instruction.client_id}: {reason}", stacklevel=1)
                 failures.append(DroppedClient(instruction.client_id, reason))
-        outcome = self.server.finish_round(plan, replies, failures)
+        return replies, failures
+
+    def client_states(self) -> dict[int, TensorState]:
+        return {client_id: client.state for client_id, client in self.clients.items() if client.state}
+
+    def restore_client_states(self, states: dict[int, TensorState]) -> None:
+        self.clients.update({client_id: Client(client_id, state) for client_id, state in states.items()})
+
+
+class InProcessServerRuntime(GlobalModelRuntime):
+    """Global evaluation on the shared model, or (personal-model strategies) each client's own."""
+
+    def __init__(self, base: GlobalModelRuntime, engine: InProcessEngine, personal_models: bool) -> None:
+        super().__init__(**vars(base))
+        self.engine = engine
+        self.personal_models = personal_models
+
+    def evaluate(self, global_state: TensorState, indices: np.ndarray, split: str) -> EvalResult:
+        if not self.personal_models:
+            return super().evaluate(global_state, indices, split)
+        results = [
+            result
+            for _, client in sorted(self.engine.clients.items())
+            if (result := client.evaluate_personal(self.engine.client_runtime, indices)) is not None
+        ]
+        if not results:
+            return super().evaluate(global_state, indices, split)
+        return mean_personal_result(results, split)
+
+
+def inprocess_server(experiment: PreparedExperiment) -> tuple[Server, InProcessEngine]:
+    """The server and the in-process engine of one run over one loaded task."""
+    config, task = experiment.config, experiment.task
+    engine = InProcessEngine(config, task.client_runtime(config))
+    server_runtime = InProcessServerRuntime(task.global_runtime(config), engine, experiment.strategy.personal_models)
+    return Server(config, experiment.strategy, experiment.layout(), server_runtime, experiment.groups), engine
+
+
+class InProcessFederation:
+    """A server and its in-process clients stepped one round at a time, without a run directory.
+
+    For tests, notebooks and benchmarks that look at a round's records in memory;
+    `fedhello run` drives the same objects through `fedhello.lifecycle.run_rounds`.
+    """
+
+    def __init__(self, experiment: PreparedExperiment) -> None:
+        self.server, self.engine = inprocess_server(experiment)
+        self.log = MemoryLog()
+
+    @property
+    def clients(self) -> dict[int, Client]:
+        return self.engine.clients
+
+    def run_round(self) -> RoundOutcome:
+        outcome = play_round(self.server, self.engine)
         log_outcome(self.log, outcome)
-        if self.on_round is not None:
-            self.on_round(outcome.record)
         return outcome
-
-    def run(self) -> RoundRecord | None:
-        """Run the remaining rounds; return the last round's record."""
-        record = None
-        while not self.server.finished:
-            record = self.run_round().record
-        return record
-
-
-def build_inprocess_engine(
-    config: ExperimentConfig,
-    task: FederatedTask,
-    strategy: AllocationStrategy,
-    log: RunLog | None = None,
-    on_round: Callable[[RoundRecord], None] | None = None,
-) -> InProcessEngine:
-    """Server, clients and their shared runtime for one run over one loaded task."""
-    clients: dict[int, Client] = {}
-    client_runtime = task.client_runtime(config)
-    server_runtime = InProcessServerRuntime(
-        task.global_runtime(config), clients, client_runtime, strategy.personal_models
-    )
-    server = Server(config, strategy, task.layout(), server_runtime)
-    return InProcessEngine(server, client_runtime, clients, log if log is not None else MemoryLog(), on_round)

@@ -26,7 +26,7 @@ from fedhello.allocation.base import (
     ModelLayout,
     StrategyState,
 )
-from fedhello.allocation.groups import assign_groups, memory_budgets, resolve_budgets
+from fedhello.allocation.groups import CapabilityGroups
 from fedhello.config import ExperimentConfig
 from fedhello.federation.messages import ClientReply, TrainInstruction
 from fedhello.privacy.mechanism import PlannedContributions, PrivateAggregator
@@ -92,27 +92,33 @@ def sampled_positions(test_size: int, size: int | None, rng: np.random.Generator
     return np.sort(rng.choice(test_size, size, replace=False))
 
 
+def update_cap(config: ExperimentConfig, instruction: TrainInstruction) -> int:
+    """The most bytes an update may hold: `federation.max_update_bytes`, else what the client was sent."""
+    return config.federation.max_update_bytes or state_bytes(instruction.tensors)
+
+
 class UpdateRejected(ValueError):
     """A reply that does not match what the server sent; the client is dropped from the round."""
 
 
 class Server:
     def __init__(
-        self, config: ExperimentConfig, strategy: AllocationStrategy, layout: ModelLayout, runtime: ServerRuntime
+        self,
+        config: ExperimentConfig,
+        strategy: AllocationStrategy,
+        layout: ModelLayout,
+        runtime: ServerRuntime,
+        groups: CapabilityGroups,
     ) -> None:
         self.config = config
         self.strategy = strategy
         self.layout = layout
         self.runtime = runtime
         self.num_layers = layout.layer_map.num_layers
-        self.group_budgets = resolve_budgets(config.groups.budgets, self.num_layers, layout.costs)
-        self.group_memory = memory_budgets(config.groups.budgets)
-        self.client_groups = assign_groups(
-            config.federation.num_clients,
-            config.groups.ratio,
-            config.groups.assignment,
-            numpy_rng(config.seed, "groups"),
-        )
+        self.groups = groups
+        self.group_budgets = groups.budgets
+        self.group_memory = groups.memory
+        self.client_groups = groups.client_groups
         strategy.bind(layout)
         self.round = 0
         self.global_state: TensorState = dict(layout.initial_state)
@@ -197,8 +203,7 @@ class Server:
         return RoundPlan(round_number, slots, allocation, instructions, idle, started)
 
     def update_cap(self, instruction: TrainInstruction) -> int:
-        """The most bytes an update may hold: `federation.max_update_bytes`, else what the client was sent."""
-        return self.config.federation.max_update_bytes or state_bytes(instruction.tensors)
+        return update_cap(self.config, instruction)
 
     def expected_names(self, instruction: TrainInstruction) -> set[str]:
         """The tensors a client's reply to `instruction` may hold: its layers' and the head, less what it keeps."""

@@ -21,7 +21,18 @@ from pathlib import Path
 
 from fedhello.config import ExperimentConfig
 from fedhello.errors import EngineError
-from fedhello.flower.run_settings import CONFIG_KEY, OUT_DIR_KEY, encode_config
+from fedhello.flower.run_settings import (
+    CONFIG_KEY,
+    COSTS_KEY,
+    DEPLOYMENT,
+    ENGINE_KEY,
+    LOCAL_DEPLOYMENT,
+    OUT_DIR_KEY,
+    RESUME_KEY,
+    encode_config,
+    encode_costs,
+)
+from fedhello.resources.cost_model import CostModel
 
 APP_PYPROJECT = """\
 [build-system]
@@ -46,13 +57,25 @@ serverapp = "fedhello.flower.server_app:app"
 clientapp = "fedhello.flower.client_app:app"
 
 [tool.flwr.app.config]
-# The fedhello config (base64 YAML) and where the ServerApp writes the run directory.
+# The fedhello config (base64 YAML), where the ServerApp writes the run directory, whether it
+# continues that run's last checkpoint, how the run was launched, and the launcher's cost model.
 {config_key} = "{config}"
 {out_dir_key} = "{out_dir}"
+{resume_key} = "{resume}"
+{engine_key} = "{engine}"
+{costs_key} = "{costs}"
 """
 
 
-def write_flower_app(config: ExperimentConfig, run_dir: Path, app_dir: Path) -> Path:
+def write_flower_app(
+    config: ExperimentConfig,
+    run_dir: Path,
+    app_dir: Path,
+    *,
+    resume: bool = False,
+    engine: str = DEPLOYMENT,
+    costs: CostModel | None = None,
+) -> Path:
     app_dir.mkdir(parents=True, exist_ok=True)
     (app_dir / "pyproject.toml").write_text(
         APP_PYPROJECT.format(
@@ -61,6 +84,12 @@ def write_flower_app(config: ExperimentConfig, run_dir: Path, app_dir: Path) -> 
             config=encode_config(config),
             out_dir_key=OUT_DIR_KEY,
             out_dir=str(run_dir.resolve()),
+            resume_key=RESUME_KEY,
+            resume=str(resume).lower(),
+            engine_key=ENGINE_KEY,
+            engine=engine,
+            costs_key=COSTS_KEY,
+            costs=encode_costs(costs),
         )
     )
     return app_dir
@@ -198,9 +227,13 @@ class LocalDeployment:
         self.stop()
 
 
-def run_local_deployment(config: ExperimentConfig, run_dir: Path, work_dir: Path) -> None:
-    """Start a loopback deployment with one SuperNode per client, run the app on it, stop everything."""
-    app_dir = write_flower_app(config, run_dir, work_dir / "app")
+def run_local_deployment(config: ExperimentConfig, run_dir: Path, *, resume: bool, costs: CostModel | None) -> None:
+    """Start a loopback deployment with one SuperNode per client, run the app on it, stop everything.
+
+    Its processes live in `<run>/flower/` (a resume starts a fresh SuperLink and SuperNodes there).
+    """
+    work_dir = run_dir / "flower"
+    app_dir = write_flower_app(config, run_dir, work_dir / "app", resume=resume, engine=LOCAL_DEPLOYMENT, costs=costs)
     with LocalDeployment(work_dir, config.federation.num_clients) as deployment:
         result = deployment.run_app(app_dir)
     if result.returncode != 0 or not (run_dir / "summary.md").exists():

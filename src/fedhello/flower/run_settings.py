@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,11 +18,20 @@ from typing import Any
 
 from fedhello.config import ExperimentConfig, build_config, config_to_yaml, parse_yaml
 from fedhello.errors import EngineError
+from fedhello.resources.cost_model import CostModel
 
 CONFIG_KEY = "fedhello-config"
 OUT_DIR_KEY = "out-dir"
+RESUME_KEY = "resume"
+ENGINE_KEY = "engine"
+COSTS_KEY = "fedhello-costs"
 CONFIG_ENV = "FEDHELLO_FLOWER_CONFIG"
 OUT_DIR_ENV = "FEDHELLO_FLOWER_OUT_DIR"
+RESUME_ENV = "FEDHELLO_FLOWER_RESUME"
+ENGINE_ENV = "FEDHELLO_FLOWER_ENGINE"
+# How the run was launched (recorded in run_info.json; `fedhello resume` relaunches the same way).
+SIMULATION, LOCAL_DEPLOYMENT, DEPLOYMENT = "flower-sim", "flower-local", "flower-deployment"
+COSTS_ENV = "FEDHELLO_FLOWER_COSTS"
 
 
 def encode_config(config: ExperimentConfig) -> str:
@@ -53,3 +63,22 @@ def out_dir_from(run_config: Mapping[str, Any]) -> Path:
     if not value:
         raise EngineError(f"no run directory: set run-config key {OUT_DIR_KEY!r}")
     return Path(value)
+
+
+def encode_costs(costs: CostModel | None) -> str:
+    """The launcher's measured cost model, so the ServerApp does not probe again ("" when none)."""
+    return "" if costs is None else base64.b64encode(json.dumps(costs.to_json()).encode()).decode()
+
+
+def costs_from(run_config: Mapping[str, Any]) -> CostModel | None:
+    encoded = _setting(run_config, COSTS_KEY, COSTS_ENV)
+    return CostModel.from_json(json.loads(base64.b64decode(encoded))) if encoded else None
+
+
+def resume_from(run_config: Mapping[str, Any]) -> bool:
+    """Whether the ServerApp continues the run directory's last checkpoint instead of starting it."""
+    return _setting(run_config, RESUME_KEY, RESUME_ENV).lower() == "true"
+
+
+def engine_from(run_config: Mapping[str, Any]) -> str:
+    return _setting(run_config, ENGINE_KEY, ENGINE_ENV) or DEPLOYMENT

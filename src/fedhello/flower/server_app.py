@@ -1,33 +1,45 @@
-"""The Flower ServerApp: the same `Server` as the in-process engine, driven over Flower's grid.
+"""The Flower ServerApp: the same `Server` and round loop as the in-process engine, over Flower's grid.
 
-It loads its own copy of the task (for evaluation and Fisher scoring), asks every node
-which fedhello client it is, then runs the rounds: the wrapped strategy builds one
-message per sampled client, the grid carries them, and the `Server` checks and
-aggregates the replies. It writes the same run directory as `fedhello run`.
+Under `flower-sim` it receives the experiment the launcher prepared; in a deployment
+(its own process) it prepares it once, taking the launcher's measured cost model from
+the run config instead of probing again. It asks every node which fedhello client it is
+(and which capability group the node declares), then hands the `Server` and a
+`GridEngine` to `fedhello.lifecycle.run_rounds`, which writes, checkpoints and resumes
+the run directory exactly as for the in-process engine.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.app import Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from fedhello.allocation.registry import strategy_from_config
+from fedhello.checkpoint import CHECKPOINT_DIR
 from fedhello.config import ExperimentConfig, config_to_yaml
 from fedhello.errors import EngineError
-from fedhello.federation.inprocess import log_outcome, mean_personal_result
+from fedhello.experiment import PreparedExperiment, prepare_experiment
+from fedhello.federation.inprocess import mean_personal_result
 from fedhello.federation.model_runtime import GlobalModelRuntime
 from fedhello.federation.server import Server
 from fedhello.flower import codec
-from fedhello.flower.run_settings import decode_config, encoded_config, out_dir_from
-from fedhello.flower.strategy import FedHeLLoStrategy
-from fedhello.outputs import RunWriter
-from fedhello.preparation import prepare_task
+from fedhello.flower.grid_engine import GridEngine
+from fedhello.flower.run_settings import (
+    costs_from,
+    decode_config,
+    encoded_config,
+    engine_from,
+    out_dir_from,
+    resume_from,
+)
+from fedhello.lifecycle import run_rounds
 from fedhello.records import EvalResult
-from fedhello.runner import claim_run_dir, finish_run, progress_reporter, write_run_info
+from fedhello.resources.cost_model import CostModel
+from fedhello.resources.probe import COST_FILE
+from fedhello.run_directory import CONFIG_FILE, RunDirectory
 from fedhello.tensor_state import TensorState
 
 app = ServerApp()
@@ -88,42 +100,70 @@ def discover_clients(grid: Grid, num_clients: int, timeout_s: float, connect_tim
     return clients
 
 
-def run_flower_server(grid: Grid, config: ExperimentConfig, out_dir: Path) -> None:
-    strategy = strategy_from_config(config)
-    task = prepare_task(config, strategy_uses_costs=strategy.uses_costs)
-    out_dir = claim_run_dir(out_dir)
-    (out_dir / "config.yaml").write_text(config_to_yaml(config))
-    flower = config.flower
-    clients = discover_clients(grid, config.federation.num_clients, flower.round_timeout_s, flower.connect_timeout_s)
-    nodes = {client: entry["node"] for client, entry in clients.items()}
-    runtime = FlowerServerRuntime(
-        task.global_runtime(config), grid, nodes, strategy.personal_models, flower.round_timeout_s
-    )
-    server = Server(config, strategy, task.layout(), runtime)
-    for client, entry in clients.items():
-        if entry["group"] >= 0:
-            if entry["group"] >= len(server.group_budgets):
-                raise EngineError(
-                    f"client {client}'s node sets capability-group {entry['group']}; "
-                    f"there are {len(server.group_budgets)} groups"
-                )
-            server.client_groups[client] = entry["group"]
-    flower_strategy = FedHeLLoStrategy(server, nodes)
-    progress, show = progress_reporter(config)
-    with RunWriter(out_dir, tensorboard=config.output.tensorboard) as writer:
-        write_run_info(out_dir, task, server, "flower")
-        while not server.finished:
-            round_number = server.round + 1
-            messages = list(flower_strategy.configure_train(round_number, ArrayRecord(), ConfigRecord(), grid))
-            replies = grid.send_and_receive(messages, timeout=flower.round_timeout_s) if messages else []
-            flower_strategy.track(messages)
-            flower_strategy.aggregate_train(round_number, replies)
-            log_outcome(writer, flower_strategy.outcome)
-            show(flower_strategy.outcome.record)
-        progress.close()
-    finish_run(out_dir, server.global_state, task.federated)
+# flower-sim runs the ServerApp in a thread of the launching process: the launcher hands it the
+# experiment it prepared (and a stop flag for Ctrl-C) instead of the ServerApp preparing it again.
+_HANDED_OVER: dict[Path, PreparedExperiment] = {}
+STOP = threading.Event()
+
+
+def hand_over(run_dir: Path, experiment: PreparedExperiment) -> None:
+    _HANDED_OVER[run_dir.resolve()] = experiment
+
+
+def claim_or_adopt(path: Path, config: ExperimentConfig) -> RunDirectory:
+    """The run directory the launcher claimed for this config, or a new one (a manual `flwr run`)."""
+    if (path / CONFIG_FILE).is_file() and not (path / CHECKPOINT_DIR).exists():
+        run_dir = RunDirectory(path)
+        if run_dir.config_text() != config_to_yaml(config):
+            raise EngineError(f"{path} was claimed for a different config; choose another run directory")
+        return run_dir
+    return RunDirectory.claim(path, config)
+
+
+def run_flower_server(
+    grid: Grid, config: ExperimentConfig, path: Path, *, resume: bool, costs: CostModel | None, engine_name: str
+) -> None:
+    """Start (or continue) the run in `path` and drive every round over `grid`."""
+    experiment = _HANDED_OVER.pop(path.resolve(), None)
+    if resume:
+        run_dir = RunDirectory.existing(path)
+        experiment = experiment or prepare_experiment(config, cost_cache=run_dir / COST_FILE)
+        experiment = experiment.with_groups(run_dir.recorded_groups())
+    else:
+        experiment = experiment or prepare_experiment(config, costs=costs)
+        run_dir = claim_or_adopt(path, config)
+    try:
+        flower = config.flower
+        clients = discover_clients(
+            grid, config.federation.num_clients, flower.round_timeout_s, flower.connect_timeout_s
+        )
+        if not resume:
+            declared = {client: entry["group"] for client, entry in clients.items() if entry["group"] >= 0}
+            experiment = experiment.with_groups(experiment.groups.with_declared(declared))
+        nodes = {client: entry["node"] for client, entry in clients.items()}
+        runtime = FlowerServerRuntime(
+            experiment.task.global_runtime(config),
+            grid,
+            nodes,
+            experiment.strategy.personal_models,
+            flower.round_timeout_s,
+        )
+        server = Server(config, experiment.strategy, experiment.layout(), runtime, experiment.groups)
+        engine = GridEngine(grid, nodes, flower.round_timeout_s, engine_name, STOP)
+    except BaseException as error:
+        run_dir.set_status("failed", run_dir.checkpointed_round(), config.federation.rounds, f"{error}")
+        raise
+    run_rounds(experiment, run_dir, server, engine, resume=resume, stop=STOP)
 
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    run_flower_server(grid, decode_config(encoded_config(context.run_config)), out_dir_from(context.run_config))
+    run_config = context.run_config
+    run_flower_server(
+        grid,
+        decode_config(encoded_config(run_config)),
+        out_dir_from(run_config),
+        resume=resume_from(run_config),
+        costs=costs_from(run_config),
+        engine_name=engine_from(run_config),
+    )

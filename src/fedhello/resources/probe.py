@@ -114,11 +114,17 @@ def cost_key(config: ExperimentConfig, federated: FederatedModel, batch: dict[st
 
 
 def cost_model_for(
-    config: ExperimentConfig, federated: FederatedModel, train: Split, cache: Path | None = None
+    config: ExperimentConfig,
+    federated: FederatedModel,
+    train: Split,
+    cache: Path | None = None,
+    known: CostModel | None = None,
 ) -> CostModel:
-    """The cached cost model when `cache` holds one with the same key, otherwise a fresh probe."""
+    """`known` or the cached cost model when either was measured with the same key, otherwise a fresh probe."""
     batch = largest_batch(train, config.training.batch_size)
     key = cost_key(config, federated, batch)
+    if known is not None and known.key == key:
+        return known
     if cache is not None and cache.is_file():
         cached = CostModel.load(cache)
         if cached.key == key:
