@@ -285,3 +285,14 @@ def test_sigkilled_private_run_resumes_with_the_same_noise_and_epsilon(tiny_vit_
     assert result.returncode == -9, result.stderr[-2000:]
     assert cli.main(["resume", str(run)]) == 0
     assert_same_run(run, reference_run)  # records (ε, clip norms, noise-to-signal) and bit-identical tensors
+
+
+def test_the_progress_bar_shows_epsilon() -> None:
+    from fedhello.lifecycle import progress_reporter
+    from fedhello.records import PrivacyRecord, RoundRecord
+
+    progress, show = progress_reporter(load_config(), 0)
+    privacy = PrivacyRecord(2.345, 1e-5, 1.0, 0.1, 0.1, [1], [2.0])
+    show(RoundRecord(1, [0], 0.5, 0, 0, 0.0, [1], privacy=privacy))
+    assert "ε=2.35" in progress.postfix
+    progress.close()
