@@ -5,6 +5,7 @@ Runs use the tiny random-init ViT on the offline `digits` dataset of test_reliab
 
 from __future__ import annotations
 
+import csv
 import subprocess
 import sys
 
@@ -242,6 +243,8 @@ def test_client_clipping_means_the_server_never_sees_an_unclipped_update(
     assert all(with_head for _, with_head in sent_updates)  # the clipped update includes the head
     rounds = read_jsonl(outcome.out_dir / "metrics.jsonl")
     assert [r["privacy"]["epsilon"] for r in rounds] == [epsilon(0.8, 6, 3, r, 1e-3) for r in (1, 2, 3, 4)]
+    with (outcome.out_dir / "metrics.csv").open() as handle:
+        assert [float(row["epsilon"]) for row in csv.DictReader(handle)] == [r["privacy"]["epsilon"] for r in rounds]
     allocations = read_jsonl(outcome.out_dir / "allocations.jsonl")
     for record, allocation in zip(rounds, allocations, strict=True):
         trained = [client for client in allocation["clients"] if client["layers"]]
