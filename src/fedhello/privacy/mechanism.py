@@ -69,10 +69,11 @@ class PrivateAggregator:
             configured_noise_multiplier(config),
             privacy.clip_norm,
         )
-        try:
-            aggregator.update_noise_multiplier  # noqa: B018 - adaptive clipping must be able to split the noise
-        except ValueError as error:
-            raise ConfigError(f"config field 'privacy.clipped_count_stddev': {error}") from None
+        if privacy.adaptive:  # with target_epsilon, the split is checked once the noise is known
+            try:
+                adaptive_noise_split(aggregator.noise_multiplier, aggregator.count_stddev)
+            except ValueError as error:
+                raise ConfigError(f"config field 'privacy.clipped_count_stddev': {error}") from None
         return aggregator
 
     @property
@@ -108,13 +109,13 @@ class PrivateAggregator:
         global_state: TensorState,
         updates: Sequence[ClientUpdate],
         plan: PlannedContributions,
-        unclipped: Mapping[int, bool],
+        reported_within_clip: Mapping[int, bool],
         round_number: int,
     ) -> tuple[TensorState, PrivacyRecord]:
         """The noised per-tensor means and the round's privacy record.
 
-        `unclipped[client]` is what a client-side clipper reported (server clipping
-        measures it here). Every update is clipped here as well, so a client that did
+        `reported_within_clip[client]`: whether a client-side clipper found the update
+        within the clip norm (with server clipping it is measured here). Every update is clipped here as well, so a client that did
         not clip cannot break the bound.
         """
         clip_norm = self.clip_norm
@@ -122,7 +123,8 @@ class PrivateAggregator:
         within_clip: list[bool] = []
         for update in sorted(updates, key=lambda u: u.client_id):
             clipped, was_within = clip_update(update.deltas, clip_norm)
-            within_clip.append(unclipped.get(update.client_id, was_within) if self.clips_on_client else was_within)
+            reported = reported_within_clip.get(update.client_id, was_within)
+            within_clip.append(reported if self.clips_on_client else was_within)
             for name, delta in clipped.items():
                 sums[name] = sums.get(name, torch.zeros_like(global_state[name])) + delta.to(global_state[name].dtype)
         noise_std = self.update_noise_multiplier * clip_norm
