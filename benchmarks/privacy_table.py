@@ -30,13 +30,10 @@ def cell_row(run: Path) -> list[object]:
     coverage = np.mean([r["layer_counts"] for r in rounds], axis=0)
     private = [r["privacy"] for r in rounds if r.get("privacy")]
     if private:
-        ratios = [
-            np.median([p["layer_noise_to_signal"][layer] for p in private if p["layer_noise_to_signal"][layer]])
-            for layer in range(len(coverage))
-        ]
-        head = np.median([p["head_noise_to_signal"] for p in private if p.get("head_noise_to_signal")])
-        epsilon, noise = f"{private[-1]['epsilon']:.2f}", " ".join(f"{ratio:.0f}" for ratio in ratios)
-        noise += f" / head {head:.1f}"
+        ratios = [[p["layer_noise_to_signal"][layer] for p in private] for layer in range(len(coverage))]
+        head = np.median([p["head_noise_to_signal"] for p in private])
+        shown = [f"{np.median(values):.0f}" if None not in values else "–" for values in ratios]  # –: never trained
+        epsilon, noise = f"{private[-1]['epsilon']:.2f}", " ".join(shown) + f" / head {head:.1f}"
     else:
         epsilon, noise = "∞ (no DP)", ""
     shown_coverage = " ".join(f"{count:.0f}" for count in coverage)
