@@ -89,7 +89,9 @@ def build_setups(federated: FederatedModel, k: int) -> list[Setup]:
         frozen = [p for p in parameters if id(p) not in allocated]
         return torch.optim.AdamW([{"params": live, "lr": LR}, {"params": frozen, "lr": 0.0}], lr=LR)
 
-    span = lambda layers: f"{layers[0]}..{layers[-1]}" if len(layers) > 1 else str(layers[0])
+    def span(layers: list[int]) -> str:
+        return f"{layers[0]}..{layers[-1]}" if len(layers) > 1 else str(layers[0])
+
     return [
         Setup(f"full (layers 0..{num_layers - 1})", all_layers, all_lora + head, plain),
         Setup(f"ours: top {k} (layers {span(top)})", top, layer_map.names_for(top) + head, plain),
@@ -146,7 +148,7 @@ def activate(federated: FederatedModel, setup: Setup) -> None:
     federated.model.train()
     if setup.eval_below is not None:
         for name, module in federated.model.named_modules():
-            if name.endswith("embeddings") or name.endswith("embed_tokens"):
+            if name.endswith(("embeddings", "embed_tokens")):
                 module.eval()
         for layer in range(setup.eval_below):
             federated.model.get_submodule(f"{federated.layer_map.container}.{layer}").eval()
@@ -269,13 +271,14 @@ def run_model(kind: str, args, device: torch.device) -> None:
         for key, value in random_batch(federated.model.config.vocab_size, batch_size, length).items()
     }
     measure(federated, setups + list(grid.values()), batch, args)
-    full, top, reference, bottom, no_dropout = setups
+    full, top, reference, _bottom, no_dropout = setups
     grid[0], grid[num_layers - k] = full, top
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     title = "MiniLM-L6 (offline weights)" if kind == "minilm" else "random-init decoder of SmolLM2-135M's shape"
     print(
-        f"## {title}: {num_layers} layers, LoRA rank {ExperimentConfig().lora.rank}, batch {batch_size} x {length} tokens, "
+        f"## {title}: {num_layers} layers, LoRA rank {ExperimentConfig().lora.rank}, "
+        f"batch {batch_size} x {length} tokens, "
         f"device {name}, {args.repeats} x {args.steps} timed steps per setup, interleaved"
     )
     full_ms = 1000 * median(full.times_s)
@@ -310,11 +313,15 @@ def run_model(kind: str, args, device: torch.device) -> None:
     )
     table, _ = group_table(federated, grid, full)
     print(
-        f"per capability group (budgets {resolve_budgets(GROUP_BUDGETS, num_layers)} layers), mean over the group's layer sets "
+        f"per capability group (budgets {resolve_budgets(GROUP_BUDGETS, num_layers)} layers), mean over the "
+        "group's layer sets "
         f"(RGD: {RGD_DRAWS} draws), read off lowest-layer grid {sorted(grid)}:"
     )
     print(table)
-    ratio = lambda setup: median(setup.times_s) / median(full.times_s)
+
+    def ratio(setup: Setup) -> float:
+        return median(setup.times_s) / median(full.times_s)
+
     print(f"RATIO {kind}_top_half_time {ratio(top):.2f}")
     print(f"RATIO {kind}_top_half_activation {top.activation_bytes / full.activation_bytes:.2f}")
     print(f"RATIO {kind}_lr0_time {ratio(reference):.2f}")

@@ -20,9 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import fedhello.evaluation
 import torch
 
+import fedhello.evaluation
 import fedhello.training
 from fedhello.config import load_config
 from fedhello.runner import run_experiment
@@ -67,11 +67,13 @@ def main() -> None:
         accuracies = [accuracy for accuracy, _ in rows]
         spread = statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0
         print(
-            f"{precision}: mean accuracy {statistics.mean(accuracies):.4f} (sd {spread:.4f}), mean wall {statistics.mean(w for _, w in rows):.1f} s"
+            f"{precision}: mean accuracy {statistics.mean(accuracies):.4f} (sd {spread:.4f}), mean wall "
+            f"{statistics.mean(w for _, w in rows):.1f} s"
         )
-    differences = [b[0] - f[0] for f, b in zip(results["fp32"], results["bf16"])]
+    differences = [b[0] - f[0] for f, b in zip(results["fp32"], results["bf16"], strict=True)]
     print(
-        f"bf16 - fp32 accuracy per seed: {', '.join(f'{d:+.4f}' for d in differences)}; mean {statistics.mean(differences):+.4f}"
+        f"bf16 - fp32 accuracy per seed: {', '.join(f'{d:+.4f}' for d in differences)}; mean "
+        f"{statistics.mean(differences):+.4f}"
     )
 
 

@@ -80,7 +80,8 @@ def main() -> None:
     print("| ---: | ---: | ---: | ---: |")
     for result in results:
         print(
-            f"| {result['clients']} | {result['round_s']:.1f} | {result['step_ms']:.0f} | {result['peak_rss_mib']:.0f} |"
+            f"| {result['clients']} | {result['round_s']:.1f} | {result['step_ms']:.0f} | "
+            f"{result['peak_rss_mib']:.0f} |"
         )
     first, last = results[0], results[-1]
     print(

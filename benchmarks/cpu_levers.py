@@ -184,7 +184,8 @@ def main() -> None:
             ]
         )
     print(
-        f"accuracy on {args.accuracy_samples} test samples after {args.train_steps} centralised steps (batch 16, lr 3e-3):"
+        f"accuracy on {args.accuracy_samples} test samples after {args.train_steps} centralised steps (batch "
+        "16, lr 3e-3):"
     )
     print(format_table(["seed", "train fp32 / eval fp32", "fp32 / bf16", "bf16 / fp32", "bf16 / bf16"], rows))
     columns = np.array([[float(cell) for cell in row[1:]] for row in rows])

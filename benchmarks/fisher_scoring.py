@@ -108,7 +108,8 @@ def main() -> None:
         for name, values in times.items()
     ]
     print(
-        f"# Fisher scoring: MiniLM-L6, {args.samples} proxy samples x {args.length} tokens, vmap chunk {args.chunk}, {args.repeats} interleaved repeats"
+        f"# Fisher scoring: MiniLM-L6, {args.samples} proxy samples x {args.length} tokens, vmap chunk "
+        f"{args.chunk}, {args.repeats} interleaved repeats"
     )
     print(machine_description())
     print(format_table(["setup", "s (median)", "loop / setup", "max rel. score diff"], rows))

@@ -84,7 +84,8 @@ def main() -> None:
         bare_s += bare_round(task, config, outcome)
     steps = sum(r.local_steps for r in engine.log.clients)
     print(
-        f"{args.rounds} rounds, {steps} local steps: engine {engine_s:.1f} s (evaluation excluded), bare loop {bare_s:.1f} s"
+        f"{args.rounds} rounds, {steps} local steps: engine {engine_s:.1f} s (evaluation excluded), bare loop "
+        f"{bare_s:.1f} s"
     )
     print(f"RATIO simulator_vs_bare_loop {engine_s / bare_s:.3f}")
     print(f"MS bare_step {1000 * bare_s / steps:.0f}")

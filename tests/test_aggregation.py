@@ -86,7 +86,7 @@ def test_no_updates_keeps_everything():
     global_state, _ = three_clients()
     new, counts = aggregate(global_state, [], weighting="samples")
     assert all(torch.equal(new[name], global_state[name]) for name in global_state)
-    assert counts == {name: 0 for name in global_state}
+    assert counts == dict.fromkeys(global_state, 0)
 
 
 def test_single_client_gets_full_weight_regardless_of_samples():

@@ -266,7 +266,7 @@ def test_straggler_default_pattern_is_inverted_triangle():
 def test_gd_each_client_gets_its_pattern_set(pattern):
     context = make_context(per_group=2)
     strategy = build_strategy("gd", {"pattern": pattern})
-    for round_ in (1, 2):
+    for _ in (1, 2):
         allocation = strategy.allocate(context)
         for client in context.clients:
             assert allocation.layers[client.client_id] == pattern_layers(pattern, L, client.budget)
@@ -338,7 +338,6 @@ def test_fim_prefers_the_top_tier_layer():
     strategy = build_strategy("fim", {"every": 1000})
     rng = np.random.default_rng(11)
     counts = np.zeros(L)
-    info = None
     for round_ in range(1, 41):
         context = make_context(
             round_, total_rounds=1000, per_group=25, budgets=[6, 9], rng=rng, layer_scores=_spiky_scores
@@ -475,7 +474,7 @@ def test_valid_params_are_accepted():
 
 
 def test_unknown_strategy_lists_available():
-    with pytest.raises(ConfigError, match="allocation.strategy") as excinfo:
+    with pytest.raises(ConfigError, match=r"allocation\.strategy") as excinfo:
         build_strategy("no_such_strategy", {})
     message = str(excinfo.value)
     assert "no_such_strategy" in message
@@ -512,7 +511,7 @@ def test_score_tiers_unordered_reproduces_raw_kmeans_labels():
     assert score_tiers(scores, 3, ordered=False).tolist() == labels.tolist()
     # Same partition into clusters as the ordered tiers, only the tier numbers may differ.
     ordered = score_tiers(scores, 3)
-    assert len({(a, b) for a, b in zip(labels, ordered)}) == 3
+    assert len({(a, b) for a, b in zip(labels, ordered, strict=True)}) == 3
 
 
 def test_score_tiers_degenerate_cases():
@@ -543,9 +542,9 @@ def test_resolve_budgets():
     assert resolve_budgets([0.5, 0.75, 1.0], 6) == [3, 5, 6]
     assert resolve_budgets([6, 9, 12], 12) == [6, 9, 12]
     assert all(isinstance(b, int) for b in resolve_budgets([0.5, 1.0], 30))
-    with pytest.raises(ConfigError, match="groups.budgets"):
+    with pytest.raises(ConfigError, match=r"groups\.budgets"):
         resolve_budgets([6, 13], 12)
-    with pytest.raises(ConfigError, match="groups.budgets"):
+    with pytest.raises(ConfigError, match=r"groups\.budgets"):
         resolve_budgets([0], 12)
 
 
@@ -569,7 +568,7 @@ def test_assign_groups():
     np.testing.assert_array_equal(first, again)
     assert sorted(first.tolist()) == sorted(index.tolist())
     assert not np.array_equal(first, index)
-    with pytest.raises(ConfigError, match="groups.assignment"):
+    with pytest.raises(ConfigError, match=r"groups\.assignment"):
         assign_groups(20, [1, 1, 1], "roundrobin", np.random.default_rng(0))
 
 

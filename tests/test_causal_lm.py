@@ -222,7 +222,7 @@ def test_instruction_tuning_learns_with_fisher_allocation(
 def test_task_must_fit_the_dataset_for_instructions(tiny_llama_folder, tiny_instructions):
     from fedhello.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="model.task"):
+    with pytest.raises(ConfigError, match=r"model\.task"):
         prepare_task(lm_config(tiny_llama_folder, "model.task=sequence_classification"))
 
 

@@ -116,12 +116,3 @@ def test_missing_command_is_a_usage_error() -> None:
     result = fedhello()
     assert result.returncode == 2
     assert "usage: fedhello" in result.stderr and "Traceback" not in result.stderr
-
-
-def test_readme_config_reference_is_the_schema():
-    """The README's config reference is exactly what `fedhello config` prints (regenerate it when the schema changes)."""
-    from fedhello.config import config_reference
-
-    reference = config_reference().strip()
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    assert reference in readme

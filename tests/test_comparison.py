@@ -19,6 +19,7 @@ from fedhello.comparison.grid import Cell, cell_config, cells, load_comparison, 
 from fedhello.comparison.report import write_report
 from fedhello.errors import ConfigError
 from fedhello.outputs.run_writer import read_jsonl
+from fedhello.records import ClientRecord
 
 SHRINK = [
     "seeds=[0,1]",
@@ -236,7 +237,7 @@ def test_comparisons_refuse_tasks_without_accuracy(tmp_path):
     from fedhello.comparison.grid import load_comparison, run_comparison
 
     comparison = load_comparison("offline-smoke", None, ["base.model.task=causal_lm"])
-    with pytest.raises(ConfigError, match="base.model.task"):
+    with pytest.raises(ConfigError, match=r"base\.model\.task"):
         run_comparison(comparison, tmp_path / "grid", progress=False)
     assert not (tmp_path / "grid").exists()
 
@@ -248,17 +249,17 @@ def test_per_group_trainable_params_and_realised_peak_from_client_records(tmp_pa
         "client,group,layer_budget,num_samples,num_classes,c0\n0,0,3,5,1,5\n1,1,6,5,1,5\n"
     )
     mib = 2**20
+
+    def client(group, steps, params, activation, state):
+        return ClientRecord(
+            1, 0, group, [0], local_steps=steps, trainable_params=params, activation_bytes=activation, state_bytes=state
+        )
+
     clients = [
-        {"group": 0, "local_steps": 2, "trainable_params": 10, "activation_bytes": 3 * mib, "state_bytes": mib},
-        {"group": 0, "local_steps": 2, "trainable_params": 20, "activation_bytes": 5 * mib, "state_bytes": mib // 2},
-        {
-            "group": 0,
-            "local_steps": 0,
-            "trainable_params": 99,
-            "activation_bytes": 99 * mib,
-            "state_bytes": 0,
-        },  # dropped
-        {"group": 1, "local_steps": 1, "trainable_params": 40, "activation_bytes": 8 * mib, "state_bytes": 2 * mib},
+        client(0, 2, 10, 3 * mib, mib),
+        client(0, 2, 20, 5 * mib, mib // 2),
+        client(0, 0, 99, 99 * mib, 0),  # dropped
+        client(1, 1, 40, 8 * mib, 2 * mib),
     ]
     assert group_trainable_params(clients, tmp_path) == [15.0, 40.0]
     assert group_peak_mib(clients, tmp_path) == [5.5, 10.0]
@@ -267,11 +268,9 @@ def test_per_group_trainable_params_and_realised_peak_from_client_records(tmp_pa
 def test_late_accuracy_averages_the_last_quarter_of_the_rounds():
     from fedhello.comparison.report import late_mean
 
-    evaluated = [
-        {"round": r, "eval": {"accuracy": a}} for r, a in [(2, 0.1), (10, 0.3), (30, 0.5), (32, 0.6), (40, 0.7)]
-    ]
-    assert late_mean(evaluated) == pytest.approx((0.6 + 0.7) / 2)  # rounds after 30 of 40
-    assert late_mean(evaluated[:1]) == pytest.approx(0.1)  # a single evaluation is its own late mean
+    rounds, accuracies = [2, 10, 30, 32, 40], [0.1, 0.3, 0.5, 0.6, 0.7]
+    assert late_mean(rounds, accuracies) == pytest.approx((0.6 + 0.7) / 2)  # rounds after 30 of 40
+    assert late_mean(rounds[:1], accuracies[:1]) == pytest.approx(0.1)  # a single evaluation is its own late mean
 
 
 def test_worker_processes_give_the_same_cells_as_one_process(tmp_path, tiny_vit_folder):
@@ -298,7 +297,7 @@ def test_worker_processes_give_the_same_cells_as_one_process(tmp_path, tiny_vit_
     serial = run_comparison(comparison, tmp_path / "serial", progress=False)
     parallel = run_comparison(comparison, tmp_path / "parallel", progress=False, workers=2)
     assert [d.name for d in parallel] == [d.name for d in serial] and len(serial) == 4
-    for one, other in zip(serial, parallel):
+    for one, other in zip(serial, parallel, strict=True):
         evaluations = [[r["eval"]["accuracy"], r["eval"]["loss"]] for r in read_jsonl(one / "metrics.jsonl")]
         assert evaluations == [[r["eval"]["accuracy"], r["eval"]["loss"]] for r in read_jsonl(other / "metrics.jsonl")]
         assert (other / "summary.md").exists()

@@ -79,7 +79,7 @@ def test_fedhello_strategy_learns_and_writes_every_output(tmp_path):
         for entry in allocation["clients"]:
             assert len(entry["layers"]) == budgets[entry["group"]]
             assert len(set(entry["layers"])) == len(entry["layers"])
-    for rnd, allocation in zip(rounds, allocations):
+    for rnd, allocation in zip(rounds, allocations, strict=True):
         counts = np.zeros(6, dtype=int)
         for entry in allocation["clients"]:
             counts[entry["layers"]] += 1

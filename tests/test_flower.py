@@ -74,7 +74,8 @@ PRIVATE = (
 )
 
 
-@pytest.mark.parametrize("extra", [(), pytest.param(PRIVATE, id="private", marks=pytest.mark.slow)])
+@pytest.mark.slow  # Ray's start-up: minutes on 2 cores
+@pytest.mark.parametrize("extra", [(), pytest.param(PRIVATE, id="private")])
 def test_flower_simulation_equals_the_inprocess_engine(
     tiny_vit_folder, tmp_path, round_states, one_torch_thread, extra
 ):
@@ -88,7 +89,7 @@ def test_flower_simulation_equals_the_inprocess_engine(
 
     assert len(inprocess_states) == len(round_states) == 2
     initial = inprocess_states[0]
-    for round_number, (ours, theirs) in enumerate(zip(inprocess_states, round_states), start=1):
+    for round_number, (ours, theirs) in enumerate(zip(inprocess_states, round_states, strict=True), start=1):
         assert set(ours) == set(theirs)
         for name in ours:
             torch.testing.assert_close(
@@ -138,6 +139,7 @@ def _running_in_group(group: int) -> list[int]:
     return live
 
 
+@pytest.mark.slow  # real Flower processes, and the killed node is noticed after two 30 s heartbeats
 def test_deployment_on_loopback_completes_and_survives_a_killed_supernode(tiny_vit_folder, tmp_path):
     """A real SuperLink and two SuperNodes as processes; SuperNode 1 is SIGKILLed after round 1."""
     config = flower_config(

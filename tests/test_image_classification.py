@@ -58,7 +58,7 @@ def test_fedhello_on_a_vision_transformer_learns(tiny_vit_folder, tmp_path):
 
 
 def test_task_must_fit_the_dataset(tiny_vit_folder):
-    with pytest.raises(ConfigError, match="model.task"):
+    with pytest.raises(ConfigError, match=r"model\.task"):
         prepare_task(vit_config(tiny_vit_folder, "model.task=sequence_classification"))
 
 

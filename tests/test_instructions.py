@@ -39,14 +39,14 @@ def hand_made_split(chat_tokenizer):
 
 
 def test_labels_mask_exactly_the_prompt_and_padding(hand_made_split, chat_tokenizer) -> None:
-    for row, (prompt, answer) in enumerate(zip(PROMPT_TOKENS, ANSWER_TOKENS)):
+    for row, (prompt, answer) in enumerate(zip(PROMPT_TOKENS, ANSWER_TOKENS, strict=True)):
         tokens = chat_tokenizer.convert_ids_to_tokens(hand_made_split.input_ids[row].tolist())
         length = len(prompt) + len(answer)
         assert tokens[:length] == prompt + answer
         assert hand_made_split.attention_mask[row].tolist() == [1] * length + [0] * (len(tokens) - length)
         labels = hand_made_split.labels[row].tolist()
         ids = hand_made_split.input_ids[row].tolist()
-        for position, (label, token_id) in enumerate(zip(labels, ids)):
+        for position, (label, token_id) in enumerate(zip(labels, ids, strict=True)):
             is_answer = len(prompt) <= position < length
             assert label == (token_id if is_answer else IGNORE_INDEX), position
     assert hand_made_split.classes.tolist() == [1, 0]
@@ -113,7 +113,7 @@ def test_a_template_without_the_prefix_property_is_refused(chat_tokenizer) -> No
         "{% for message in messages %}{{ message['content'] }}{% endfor %}"
         "{% if add_generation_prompt %}{{ ' assistant' }}{% endif %}"
     )
-    with pytest.raises(ConfigError, match="model.name"):
+    with pytest.raises(ConfigError, match=r"model\.name"):
         encode_instructions(chat_tokenizer, ["Hello"], ["Hi"], [0], max_length=64)
 
 
@@ -149,8 +149,8 @@ def test_chatterbot_counts_and_categories() -> None:
     assert data.train_categories.dtype == np.int64
     texts = data.train_prompts + data.train_responses + data.test_prompts + data.test_responses
     assert all(isinstance(text, str) and text.strip() == text and text for text in texts)
-    train_pairs = set(zip(data.train_prompts, data.train_responses))
-    assert not train_pairs & set(zip(data.test_prompts, data.test_responses))
+    train_pairs = set(zip(data.train_prompts, data.train_responses, strict=True))
+    assert not train_pairs & set(zip(data.test_prompts, data.test_responses, strict=True))
 
 
 def test_chatterbot_pairs_are_consecutive_turns() -> None:

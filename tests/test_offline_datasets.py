@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -52,7 +53,7 @@ def test_hub_dataset_names_may_carry_a_config(monkeypatch):
     from fedhello.data import datasets
 
     class Split(dict):
-        features = {"text": None, "label": types.SimpleNamespace(names=["a", "b"])}
+        features: ClassVar[dict] = {"text": None, "label": types.SimpleNamespace(names=["a", "b"])}
 
     requested = []
 

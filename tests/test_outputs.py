@@ -23,6 +23,7 @@ from fedhello.outputs import (
     summary_table_rows,
     write_summary,
 )
+from fedhello.records import AllocationRecord, FisherRecord, RoundRecord
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -81,6 +82,11 @@ FISHER = [
     {"round": 5, "scores": [0.2, 0.4, 0.3, 0.8], "tiers": [0, 1, 1, 2], "weights": [0.1, 0.3, 0.2, 0.4]},
 ]
 
+# The same records as the plots and tables read them back (`RunDirectory`).
+ROUND_RECORDS = [RoundRecord.from_json(record) for record in ROUNDS]
+ALLOCATION_RECORDS = [AllocationRecord.from_json(record) for record in ALLOCATIONS]
+FISHER_RECORDS = [FisherRecord.from_json(record) for record in FISHER]
+
 
 def _is_png(path: Path) -> bool:
     return path.stat().st_size > len(PNG_MAGIC) and path.read_bytes()[:8] == PNG_MAGIC
@@ -101,12 +107,12 @@ def test_run_writer_metrics_jsonl_and_csv(tmp_path: Path) -> None:
     with (tmp_path / "run" / "metrics.csv").open(newline="") as f:
         reader = csv.reader(f)
         header = next(reader)
-        rows = [dict(zip(header, row)) for row in reader]
+        rows = [dict(zip(header, row, strict=True)) for row in reader]
     assert header == list(METRICS_CSV_COLUMNS)
     assert len(rows) == len(ROUNDS)
 
     eval_cols = ["eval_split", "eval_accuracy", "eval_macro_f1", "eval_micro_f1", "eval_loss"]
-    for rec, row in zip(ROUNDS, rows):
+    for rec, row in zip(ROUNDS, rows, strict=True):
         assert int(row["round"]) == rec["round"]
         assert float(row["train_loss"]) == pytest.approx(rec["train_loss"])
         assert int(row["num_clients"]) == 3
@@ -197,13 +203,13 @@ def test_allocation_matrix_exact() -> None:
             [2, 0, 3],
         ]
     )
-    np.testing.assert_array_equal(allocation_matrix(ALLOCATIONS, 4), expected)
-    padded = allocation_matrix(ALLOCATIONS, 4, num_rounds=5)
+    np.testing.assert_array_equal(allocation_matrix(ALLOCATION_RECORDS, 4), expected)
+    padded = allocation_matrix(ALLOCATION_RECORDS, 4, num_rounds=5)
     assert padded.shape == (4, 5)
     np.testing.assert_array_equal(padded[:, :3], expected)
     assert not padded[:, 3:].any()
     with pytest.raises(ValueError):
-        allocation_matrix(ALLOCATIONS, 3)
+        allocation_matrix(ALLOCATION_RECORDS, 3)
     assert allocation_matrix([], 4).shape == (4, 0)
 
 
@@ -213,10 +219,10 @@ def test_plots_write_png(tmp_path: Path) -> None:
         {"client": 1, "num_samples": 15, "num_classes": 3, "class_counts": [5, 5, 5]},
     ]
     written = [
-        plot_learning_curves(ROUNDS, tmp_path / "learning_curves.png"),
-        plot_allocation_heatmap(ALLOCATIONS, 4, tmp_path / "allocation_heatmap.png"),
-        plot_layer_counts(ALLOCATIONS, 4, tmp_path / "layer_counts.png"),
-        plot_fisher_scores(FISHER, tmp_path / "fisher_scores.png"),
+        plot_learning_curves(ROUND_RECORDS, tmp_path / "learning_curves.png"),
+        plot_allocation_heatmap(ALLOCATION_RECORDS, 4, tmp_path / "allocation_heatmap.png"),
+        plot_layer_counts(ALLOCATION_RECORDS, 4, tmp_path / "layer_counts.png"),
+        plot_fisher_scores(FISHER_RECORDS, tmp_path / "fisher_scores.png"),
         plot_partition(partition, tmp_path / "partition.png"),
     ]
     for path in written:
@@ -247,7 +253,7 @@ def test_format_table() -> None:
 def test_summary_rows_and_markdown(tmp_path: Path) -> None:
     final_eval = {"split": "test", "accuracy": 0.55, "macro_f1": 0.5, "micro_f1": 0.55, "loss": 1.8}
     headers, rows = summary_table_rows(ROUNDS, final_eval)
-    table = dict((row[0], row[1]) for row in rows)
+    table = {row[0]: row[1] for row in rows}
     assert headers == ["metric", "value"]
     assert table["best eval accuracy (subset)"] == 0.6125
     assert table["best eval round"] == 4
@@ -257,7 +263,7 @@ def test_summary_rows_and_markdown(tmp_path: Path) -> None:
     assert table["of which evaluation (s)"] == "0.9 (12%)"  # three evaluated rounds of 0.3 s
     assert "15,000 B" in table["total bytes down"]
 
-    plot_learning_curves(ROUNDS, tmp_path / "learning_curves.png")
+    plot_learning_curves(ROUND_RECORDS, tmp_path / "learning_curves.png")
     path = write_summary(
         tmp_path / "summary.md",
         title="Run X",
@@ -271,7 +277,8 @@ def test_summary_rows_and_markdown(tmp_path: Path) -> None:
     assert "- model: tiny" in text
     assert "| best eval accuracy (subset) | 0.6125 |" in text
     assert "| best eval round | 4 |" in text
-    assert "| 4 | 1.6 | 0.6125 |" in text  # learning-curve row of the best round
+    # learning-curve row of the best round: train loss, eval loss, accuracy
+    assert "| 4 | 1.6 | 1.6327 | 0.6125 |" in text
     assert "| 3 |" not in text  # round 3 had no eval
     assert "## Notes\n\nHello notes." in text
     assert "![Learning curves](learning_curves.png)" in text
@@ -281,10 +288,10 @@ def test_summary_rows_and_markdown(tmp_path: Path) -> None:
 def test_best_eval_prefers_periodic_over_final_test() -> None:
     rounds = [_round(1, acc=0.3), _round(2, acc=0.5), _round(3, acc=0.9, split="test")]
     _, rows = summary_table_rows(rounds, None)
-    table = dict((row[0], row[1]) for row in rows)
+    table = {row[0]: row[1] for row in rows}
     assert table["best eval accuracy (subset)"] == 0.5
     assert table["best eval round"] == 2
     assert not any(label.startswith("final") for label in table)
     # With only test-split evals, those are the best available.
     _, rows = summary_table_rows([_round(1, acc=0.2, split="test"), _round(2, acc=0.4, split="test")], None)
-    assert dict((row[0], row[1]) for row in rows)["best eval round"] == 2
+    assert {row[0]: row[1] for row in rows}["best eval round"] == 2

@@ -84,8 +84,8 @@ def test_reproducible_for_seed(scheme):
         return partition_indices(labels, 8, scheme, np.random.default_rng(seed))
 
     a, b, c = run(11), run(11), run(12)
-    assert all(np.array_equal(x, y) for x, y in zip(a, b))
-    assert not all(np.array_equal(x, y) for x, y in zip(a, c))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c, strict=True))
 
 
 def mean_tv_from_global(labels: np.ndarray, parts: list[np.ndarray], num_classes: int) -> float:
@@ -135,7 +135,7 @@ def test_partition_summary_matches_bincount():
     parts = partition_indices(labels, 5, "pathological", rng, classes_per_client=2)
     summary = partition_summary(labels, parts, 6)
     assert [s["client"] for s in summary] == list(range(5))
-    for s, p in zip(summary, parts):
+    for s, p in zip(summary, parts, strict=True):
         expected = np.bincount(labels[p], minlength=6)
         assert s["class_counts"] == expected.tolist()
         assert s["num_samples"] == len(p)

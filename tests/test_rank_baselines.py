@@ -152,7 +152,7 @@ def test_hetlora_aggregate_zero_pads_and_weights(weighting, explicit):
 
 @pytest.mark.parametrize("weighting", ["norm", "samples"])
 def test_hetlora_contributors_averages_each_component_over_the_clients_that_trained_it(weighting):
-    state, new, local0, local1, d0, d1 = _hetlora_round(
+    _, new, local0, local1, _, _ = _hetlora_round(
         {"ranks": [1, 3], "weighting": weighting, "normalize": "contributors"}
     )
     if weighting == "norm":
@@ -346,7 +346,7 @@ def test_local_models_live_with_their_clients(tiny_federated, encoded_split):
     trained_first = set(first.record.clients)
     assert set(engine.clients) == trained_first
     kept = {client: dict(engine.clients[client].state) for client in trained_first}
-    for client, state in kept.items():
+    for state in kept.values():
         assert set(state) == set(initial)
         assert any(not torch.equal(state[name], initial[name]) for name in state)
     second = engine.run_round()

@@ -9,11 +9,17 @@ and bit-identical tensors.
 
 from __future__ import annotations
 
+import builtins
+import errno
+import hashlib
+import io
 import json
+import os
 import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +31,7 @@ from fedhello import cli
 from fedhello.checkpoint import CHECKPOINT_DIR, read_status
 from fedhello.config import load_config
 from fedhello.outputs.run_writer import read_jsonl
+from fedhello.run_lock import LOCK_FILE, run_lock
 from fedhello.runner import run_experiment
 
 RECORD_FILES = ("metrics.jsonl", "clients.jsonl", "allocations.jsonl", "fisher.jsonl")
@@ -115,6 +122,14 @@ KILLER = textwrap.dedent(
                 die()
             return write(path, data)
         checkpoint.atomic_write = killing_write
+    elif point == "hold":  # the first client of round `at` signals through a marker file, then hangs
+        fit = Client.fit
+        def holding_fit(self, instruction, runtime):
+            if instruction.round == at:
+                open(os.environ["HOLD_MARKER"], "w").close()
+                signal.pause()
+            return fit(self, instruction, runtime)
+        Client.fit = holding_fit
     elif point == "after-checkpoint":  # dies right after round `at`'s checkpoint is complete
         save = checkpoint.save_checkpoint
         def killing_save(run_dir, config_text, name, server, clients):
@@ -136,7 +151,15 @@ def assert_same_run(run: Path, reference_run: Path) -> None:
     assert read_status(run)["status"] == "complete"
 
 
-@pytest.mark.parametrize(("point", "at"), [("mid-round", 4), ("mid-checkpoint", 4), ("after-checkpoint", 2)])
+@pytest.mark.parametrize(
+    ("point", "at"),
+    [
+        # Each kill point is a subprocess run plus its resume; the fast tier keeps one of them.
+        pytest.param("mid-round", 4, marks=pytest.mark.slow),
+        pytest.param("mid-checkpoint", 4, marks=pytest.mark.slow),
+        ("after-checkpoint", 2),
+    ],
+)
 def test_sigkilled_run_resumes_to_the_uninterrupted_result(reference, tmp_path, point, at, one_torch_thread) -> None:
     config_path, reference_run = reference
     script = tmp_path / "killer.py"
@@ -178,6 +201,183 @@ def test_ctrl_c_stops_cleanly_with_a_resume_line(reference, tmp_path, monkeypatc
     assert len(err) == 1 and f"fedhello resume {run}" in err[0] and "round 2 of 4" in err[0], err
     assert read_status(run)["status"] == "interrupted"
     monkeypatch.setattr(Client, "fit", fit)
+    assert cli.main(["resume", str(run)]) == 0
+    assert_same_run(run, reference_run)
+
+
+# --------------------------------------------------------------------------- one writer per run directory
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout_s: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        assert process.poll() is None, process.stderr.read() if process.stderr else "the process ended"
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.2)
+
+
+def test_a_second_writer_is_refused_until_the_first_is_killed(reference, tmp_path, capsys, one_torch_thread) -> None:
+    config_path, reference_run = reference
+    script = tmp_path / "killer.py"
+    script.write_text(KILLER)
+    run, marker = tmp_path / "run", tmp_path / "holding"
+    first = subprocess.Popen(
+        [sys.executable, str(script), "hold", "3", "run", "--config", str(config_path), "--out", str(run)],
+        env={**os.environ, "HOLD_MARKER": str(marker)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(marker, first)
+        before = _snapshot(run)
+        for argv, expected in (
+            (["resume", str(run)], f"being written by another fedhello process (PID {first.pid})"),
+            (["run", "--config", str(config_path), "--out", str(run)], "already holds a run"),
+        ):
+            assert cli.main(argv) == 2
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and expected in err[0], err
+        assert _snapshot(run) == before
+    finally:
+        first.kill()
+        first.wait(timeout=60)
+    assert first.returncode == -9
+    # The kernel dropped the dead writer's lock: a new writer takes it and finishes the run exactly.
+    assert cli.main(["resume", str(run)]) == 0
+    assert_same_run(run, reference_run)
+
+
+HOLDER = textwrap.dedent(
+    """
+    import pathlib, signal, sys
+    from fedhello.run_lock import run_lock
+    with run_lock(pathlib.Path(sys.argv[1])):
+        print("held", flush=True)
+        signal.pause()
+    """
+)
+
+
+def test_two_compares_on_one_grid_the_second_is_refused(tmp_path, capsys) -> None:
+    grid = tmp_path / "grid"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            HOLDER,
+            str(grid),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        comparison = tmp_path / "grid.yaml"
+        comparison.write_text(yaml.safe_dump({"name": "t", "methods": ["gd-uniform"], "seeds": [0]}))
+        assert cli.main(["compare", "--config", str(comparison), "--out", str(grid), "--quiet"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"(PID {holder.pid})" in err[0], err
+        assert sorted(path.name for path in grid.iterdir()) == [LOCK_FILE]
+    finally:
+        holder.kill()
+        holder.wait(timeout=60)
+    with run_lock(grid):  # SIGKILL released it
+        pass
+
+
+# --------------------------------------------------------------------------- a full disk
+
+
+class FullDisk:
+    """`open` for files under `root` whose writes fail with ENOSPC once `budget` bytes were written (None: never).
+
+    Only Python-level writes count; rewriting a file inside the blocks it already has (os.pwrite) needs no free
+    space on a real disk either, and is not intercepted.
+    """
+
+    def __init__(self, root: Path, budget: int | None) -> None:
+        self.root, self.budget, self.written = root.resolve(), budget, 0
+        self.real_open = builtins.open
+
+    def open(self, file, mode="r", *args, **kwargs):
+        handle = self.real_open(file, mode, *args, **kwargs)
+        writing = any(flag in mode for flag in "wax+")
+        if writing and isinstance(file, (str, Path)) and Path(file).resolve().is_relative_to(self.root):
+            return _CountingFile(handle, self)
+        return handle
+
+    def install(self, monkeypatch) -> None:
+        monkeypatch.setattr(builtins, "open", self.open)
+        monkeypatch.setattr(io, "open", self.open)
+
+
+class _CountingFile:
+    def __init__(self, handle, disk: FullDisk) -> None:
+        self._handle, self._disk = handle, disk
+
+    def write(self, data):
+        room = None if self._disk.budget is None else self._disk.budget - self._disk.written
+        if room is not None and len(data) > room:
+            self._handle.write(data[: max(room, 0)])
+            self._handle.flush()
+            self._disk.written += max(room, 0)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self._disk.written += len(data)
+        return self._handle.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._handle, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._handle.close()
+
+    def __iter__(self):
+        return iter(self._handle)
+
+
+@pytest.fixture(scope="module")
+def bytes_written(reference, tmp_path_factory) -> int:
+    """What one uninterrupted run of the tiny config writes through Python files."""
+    config_path, _ = reference
+    run = tmp_path_factory.mktemp("counted") / "run"
+    disk = FullDisk(run.parent, None)
+    with pytest.MonkeyPatch.context() as patch:
+        disk.install(patch)
+        previous = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            assert cli.main(["run", "--config", str(config_path), "--out", str(run)]) == 0
+        finally:
+            torch.set_num_threads(previous)
+    return disk.written
+
+
+@pytest.mark.parametrize("fraction", [0.3, 0.6, 0.9])
+def test_a_full_disk_fails_the_run_cleanly_and_resume_finishes_it(
+    reference, bytes_written, tmp_path, monkeypatch, capsys, fraction, one_torch_thread
+) -> None:
+    config_path, reference_run = reference
+    run = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        FullDisk(tmp_path, int(fraction * bytes_written)).install(patch)
+        code = cli.main(["run", "--config", str(config_path), "--out", str(run)])
+    captured = capsys.readouterr()
+    assert code == 1, captured.err
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "No space left on device" in lines[0] and f"fedhello resume {run}" in lines[0], lines
+    assert "Traceback" not in captured.err + captured.out
+    status = read_status(run)
+    state = json.loads((run / CHECKPOINT_DIR / "state.json").read_text())
+    assert status["status"] == "failed" and status["round"] == state["round"]
+    tensors = (run / CHECKPOINT_DIR / state["tensors"]).read_bytes()
+    assert hashlib.sha256(tensors).hexdigest() == state["tensors_sha256"]  # the last checkpoint is intact
+    assert not [path.name for path in run.rglob("*.tmp")]
+    assert not (run / "adapter.safetensors").exists()
+
     assert cli.main(["resume", str(run)]) == 0
     assert_same_run(run, reference_run)
 
@@ -255,9 +455,11 @@ def test_empty_round_leaves_the_global_model_unchanged(tiny_vit_folder, tmp_path
 
 
 def _snapshot(root: Path) -> dict[str, tuple[int, bytes]]:
+    """Every file's bytes and mtime, but the lock file's: taking the lock records the taker's PID in it."""
     return {
         str(path.relative_to(root)): (path.stat().st_mtime_ns, path.read_bytes() if path.is_file() else b"")
         for path in sorted(root.rglob("*"))
+        if path.name != LOCK_FILE
     }
 
 
@@ -300,6 +502,32 @@ def _binary_metrics(run: Path) -> None:
 def _interrupted(run: Path) -> None:
     status = json.loads((run / "status.json").read_text())
     (run / "status.json").write_text(json.dumps({**status, "status": "interrupted"}))
+
+
+def _no_checkpoint(run: Path) -> None:
+    _interrupted(run)
+    shutil.rmtree(run / "checkpoint")
+
+
+def _no_checkpoint_state(run: Path) -> None:
+    _interrupted(run)
+    (run / "checkpoint" / "state.json").unlink()
+
+
+def _empty_metrics(run: Path) -> None:
+    (run / "metrics.jsonl").write_text("")
+
+
+def _foreign_metrics(run: Path) -> None:
+    (run / "metrics.jsonl").write_text('{"foo": 1}\n{"bar": [2]}\n')
+
+
+def _run_args(*overrides: str) -> list[str]:
+    return ["run", "--config", "{config}", "--out", "{out}", *(part for item in overrides for part in ("--set", item))]
+
+
+def _flower_app_args(*extra: str, app: str = "{out}-app") -> list[str]:
+    return ["flower-app", "--config", "{config}", "--run-dir", "{out}", "--app-dir", app, *extra]
 
 
 # (id, command builder args, expected fragments). In argv: {config} = a good tiny config file,
@@ -501,6 +729,98 @@ BAD_INPUTS = [
         lambda run: (_interrupted(run), _truncated_metrics(run)),
         ["metrics.jsonl", "cannot resume"],
     ),
+    # Round 3 (issue 18). 1. Silent wrong results.
+    ("resume-no-checkpoint-dir", ["resume", "{run}"], _no_checkpoint, ["cannot resume", "checkpoint is missing"]),
+    (
+        "resume-no-checkpoint-state",
+        ["resume", "{run}"],
+        _no_checkpoint_state,
+        ["cannot resume", "state.json is missing", "round-000004.safetensors", "nothing was changed"],
+    ),
+    (
+        "memory-budgets-rank-strategy",
+        _run_args('groups.budgets=["30MiB","100MiB","200MiB"]', "allocation.strategy=hetlora"),
+        None,
+        ["'allocation.strategy'", "'hetlora'", "'groups.budgets'", "30MiB"],
+    ),
+    (
+        "memory-budgets-full",
+        _run_args('groups.budgets=["30MiB","100MiB","200MiB"]', "allocation.strategy=full"),
+        None,
+        ["'allocation.strategy'", "'groups.budgets'"],
+    ),
+    ("report-empty-metrics", ["report", "{run}"], _empty_metrics, ["metrics.jsonl", "no round records"]),
+    ("report-foreign-metrics", ["report", "{run}"], _foreign_metrics, ["metrics.jsonl line 1", "not a round record"]),
+    (
+        "target-modules-unknown-name",
+        _run_args("lora.target_modules=[query,nonexistent]"),
+        None,
+        ["'lora.target_modules'", "nonexistent", "match no module"],
+    ),
+    ("rounds-true", _run_args("federation.rounds=true"), None, ["'federation.rounds'", "boolean"]),
+    ("seed-yes", _run_args("seed=yes"), None, ["'seed'", "boolean"]),
+    ("budgets-boolean", _run_args("groups.budgets=[1,true,2]"), None, ["'groups.budgets'", "boolean"]),
+    ("lora-alpha-overflowing", _run_args("lora.alpha=1e30"), None, ["'lora.alpha'", "at most"]),
+    (
+        "flower-app-foreign-folder",
+        _flower_app_args(app="{foreign}"),
+        None,
+        ["--app-dir", "not a fedhello Flower app"],
+    ),
+    ("flower-app-dir-is-a-file", _flower_app_args(app="{file}"), None, ["--app-dir", "is a file"]),
+    ("flower-app-dir-in-proc", _flower_app_args(app="/proc/fedhello-x"), None, ["--app-dir", "cannot create"]),
+    (
+        "flower-app-run-dir-is-a-file",
+        ["flower-app", "--config", "{config}", "--run-dir", "{file}", "--app-dir", "{out}-app"],
+        None,
+        ["--run-dir", "is a file"],
+    ),
+    (
+        "flower-app-run-dir-holds-a-run",
+        ["flower-app", "--config", "{config}", "--run-dir", "{run}", "--app-dir", "{out}-app"],
+        None,
+        ["already holds a run"],
+    ),
+    (
+        "flower-app-model-missing",
+        _flower_app_args("--set", "model.name=/no/such/model"),
+        None,
+        ["'model.name'", "does not exist"],
+    ),
+    (
+        "flower-app-target-modules-unknown",
+        _flower_app_args("--set", "lora.target_modules=[nonexistent]"),
+        None,
+        ["'lora.target_modules'", "nonexistent"],
+    ),
+    # 2. Crashes.
+    (
+        "partition-class-without-holder",
+        _run_args("partition.scheme=pathological", "num_clients=3", "clients_per_round=2", "classes_per_client=2"),
+        None,
+        ["'partition.classes_per_client'", "belong to no client", ">= 4"],
+    ),
+    (
+        "more-clients-than-samples",
+        _run_args("num_clients=5000", "clients_per_round=2"),
+        None,
+        ["'federation.num_clients'", "exceeds"],
+    ),
+    ("target-modules-empty", _run_args("lora.target_modules=[]"), None, ["'lora.target_modules'", "at least one"]),
+    ("compare-binary-config", ["compare", "--config", "{binary}"], None, ["comparison file", "not UTF-8"]),
+    ("compare-out-is-a-file", ["compare", "--config", "{grid}", "--out", "{file}"], None, ["--out", "is a file"]),
+    (
+        "compare-out-foreign-folder",
+        ["compare", "--config", "{grid}", "--out", "{foreign}"],
+        None,
+        ["--out", "not a comparison directory"],
+    ),
+    ("run-out-in-proc", ["run", "--config", "{config}", "--out", "/proc/fedhello-x"], None, ["cannot"]),
+    # 4. Messages that mislead.
+    ("model-name-is-a-file", _run_args("model.name={file}"), None, ["'model.name'", "is a file", "folder"]),
+    ("compare-empty-config", ["compare", "--config", "{empty}"], None, ["is empty", "methods"]),
+    ("budget-under-a-byte", _run_args('groups.budgets=["0.5B",1,2]'), None, ["'groups.budgets'", "less than one byte"]),
+    ("ratio-list-nan", _run_args("groups.ratio=[1,.nan,1]"), None, ["'groups.ratio'", "finite"]),
 ]
 
 
@@ -525,12 +845,20 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
     foreign = work / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("my notes\n")
+    (foreign / "pyproject.toml").write_text('[project]\nname = "mine"\n')
+    (work / "binary.yaml").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe")
+    (work / "empty.yaml").write_text("")
+    grid = {"name": "t", "base": yaml.safe_load(config_path.read_text()), "methods": ["gd-uniform"], "seeds": [0]}
+    (work / "grid.yaml").write_text(yaml.safe_dump(grid))
     places = {
         "config": str(config_path),
         "out": str(work / "new-run"),
         "run": str(run),
         "file": str(work / "a-file.txt"),
         "foreign": str(foreign),
+        "binary": str(work / "binary.yaml"),
+        "empty": str(work / "empty.yaml"),
+        "grid": str(work / "grid.yaml"),
     }
     before = _snapshot(work)
 
@@ -553,7 +881,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
 
 
 def test_bad_input_table_is_large_enough() -> None:
-    assert len(BAD_INPUTS) >= 30
+    assert len(BAD_INPUTS) >= 60
 
 
 # --------------------------------------------------------------------------- compare

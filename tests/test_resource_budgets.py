@@ -158,7 +158,7 @@ def test_no_allocation_exceeds_its_clients_memory_budget(name, params):
                 slots,
                 layer_budgets,
                 np.random.default_rng([seed, round_number]),
-                layer_scores=lambda: scores,
+                layer_scores=lambda scores=scores: scores,
                 costs=costs,
             )
             allocation = strategy.allocate(context)
@@ -239,15 +239,10 @@ def test_memory_budget_run_reports_zero_violations(tiny_vit_folder, tmp_path):
 
 def test_budget_accounting_counts_client_rounds_over_their_memory_budget():
     from fedhello.outputs.budget_accounting import budget_rows
+    from fedhello.records import ClientRecord
 
     def client(group, layers, activation, state=0, status="trained"):
-        return {
-            "group": group,
-            "layers": layers,
-            "activation_bytes": activation,
-            "state_bytes": state,
-            "status": status,
-        }
+        return ClientRecord(1, 0, group, layers, status, activation_bytes=activation, state_bytes=state)
 
     clients = [
         client(0, [5], 900, 100),

@@ -1,4 +1,4 @@
-"""Text encoding: fixed-length tensors, identical to the tokenizer's own output, each text tokenised once per process."""
+"""Text encoding: fixed-length tensors identical to the tokenizer's own output, each text tokenised once per process."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def test_encodings_equal_the_tokenizer_and_are_cached():
     assert first.labels.tolist() == [0, 1, 0, 2]
     assert tokenizer.texts_encoded == 3  # the repeated text once
 
-    again = encode_texts(tokenizer, texts[::-1] + ["a new text"], np.arange(5), max_length=16)
+    again = encode_texts(tokenizer, [*texts[::-1], "a new text"], np.arange(5), max_length=16)
     assert tokenizer.texts_encoded == 4  # only the new text
     assert torch.equal(again.input_ids[:4], first.input_ids.flip(0))
     other_length = encode_texts(tokenizer, texts[:1], np.array([0]), max_length=8)

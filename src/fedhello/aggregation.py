@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
+from fedhello.config import Weighting
 from fedhello.tensor_state import TensorState
 
 
@@ -24,11 +24,11 @@ class ClientUpdate:
 def aggregate(
     global_state: TensorState,
     updates: Sequence[ClientUpdate],
-    weighting: Literal["samples", "uniform"] = "samples",
+    weighting: Weighting = "samples",
 ) -> tuple[TensorState, dict[str, int]]:
     """Return the new global state and, per tensor, how many clients trained it."""
     new_state = dict(global_state)
-    trainer_counts = {name: 0 for name in global_state}
+    trainer_counts = dict.fromkeys(global_state, 0)
     for name, old in global_state.items():
         contributors = [update for update in updates if name in update.deltas]
         if not contributors:
@@ -36,7 +36,8 @@ def aggregate(
         raw = [float(update.num_samples) if weighting == "samples" else 1.0 for update in contributors]
         total = sum(raw)
         mean_delta = sum(
-            (weight / total) * update.deltas[name].to(old.dtype) for weight, update in zip(raw, contributors)
+            (weight / total) * update.deltas[name].to(old.dtype)
+            for weight, update in zip(raw, contributors, strict=True)
         )
         new_state[name] = old + mean_delta
         trainer_counts[name] = len(contributors)

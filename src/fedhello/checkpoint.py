@@ -28,7 +28,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from fedhello.allocation.base import StrategyState
-from fedhello.errors import ConfigError
+from fedhello.errors import DISK_FULL, ConfigError
 from fedhello.federation.server import ServerState
 from fedhello.outputs.run_writer import strict_json
 from fedhello.tensor_state import TensorState
@@ -60,12 +60,27 @@ def _fsync_dir(directory: Path) -> None:
 def atomic_write(path: Path, data: bytes) -> None:
     """Write `data` to `path` so that a crash leaves either the old file or the new one."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk or a crash leaves the old file and no temporary one
+        raise
     _fsync_dir(path.parent)
+
+
+def _overwrite_in_place(path: Path, data: bytes) -> None:
+    """Rewrite a small existing file inside the blocks it already has: needs no free space."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.pwrite(fd, data, 0)
+        os.ftruncate(fd, len(data))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def dumps(value: Any) -> str:
@@ -83,7 +98,14 @@ def write_status(run_dir: Path, status: str, round_number: int, rounds: int, det
     payload = {"status": status, "round": round_number, "rounds": rounds}
     if detail:
         payload["detail"] = detail
-    atomic_write(run_dir / STATUS_FILE, (dumps(payload) + "\n").encode())
+    data = (dumps(payload) + "\n").encode()
+    try:
+        atomic_write(run_dir / STATUS_FILE, data)
+    except OSError as error:
+        # On a full disk the status must still say how the run ended: status.json is far smaller than one block.
+        if error.errno not in DISK_FULL or not (run_dir / STATUS_FILE).is_file():
+            raise
+        _overwrite_in_place(run_dir / STATUS_FILE, data)
 
 
 def read_status(run_dir: Path) -> dict[str, Any] | None:
@@ -143,7 +165,7 @@ def save_checkpoint(
     data = save_safetensors({name: tensor.detach().contiguous().cpu() for name, tensor in tensors.items()})
     tensor_file = f"round-{server.round:06d}.safetensors"
     atomic_write(directory / tensor_file, data)
-    state = {
+    manifest = {
         "format": FORMAT,
         "version": VERSION,
         "round": server.round,
@@ -156,7 +178,7 @@ def save_checkpoint(
         "clients": sorted(clients),
         "records": _record_digests(run_dir),
     }
-    atomic_write(directory / STATE_FILE, (json.dumps(state, allow_nan=False, indent=1) + "\n").encode())
+    atomic_write(directory / STATE_FILE, (json.dumps(manifest, allow_nan=False, indent=1) + "\n").encode())
     for old in directory.glob("round-*.safetensors"):
         if old.name != tensor_file:
             old.unlink(missing_ok=True)
@@ -170,16 +192,33 @@ def _corrupt(run_dir: Path, what: str) -> ConfigError:
     )
 
 
-def load_checkpoint(run_dir: Path, config_text: str, strategy_name: str, expected: TensorState) -> Checkpoint | None:
-    """The last complete checkpoint, checked against the run's config and model; None if none was written.
+def _missing(run_dir: Path) -> ConfigError:
+    """Why there is nothing to resume from, and what the user can do; resuming never restarts a run by itself."""
+    directory = run_dir / CHECKPOINT_DIR
+    if not directory.is_dir():
+        what = f"{directory} is missing"
+    else:
+        uncommitted = sorted(path.name for path in directory.glob("round-*.safetensors"))
+        what = f"{directory / STATE_FILE} is missing" + (
+            f" ({', '.join(uncommitted)} without it is not a complete checkpoint)" if uncommitted else ""
+        )
+    return ConfigError(
+        f"cannot resume {run_dir}: {what}, so no round can be continued exactly; nothing was changed. "
+        f"Start it again with `fedhello run --config {run_dir / 'config.yaml'} --out NEW_DIR`"
+    )
+
+
+def load_checkpoint(run_dir: Path, config_text: str, strategy_name: str, expected: TensorState) -> Checkpoint:
+    """The last complete checkpoint, checked against the run's config and model.
 
     `expected` holds the global tensors the model defines; the checkpoint's must have the
-    same names, shapes and dtypes. Anything that does not match raises `ConfigError`.
+    same names, shapes and dtypes. A missing checkpoint, or anything that does not match,
+    raises `ConfigError` before anything in the run directory is changed.
     """
     directory = run_dir / CHECKPOINT_DIR
     state_path = directory / STATE_FILE
-    if not state_path.exists():
-        return None
+    if not state_path.is_file():
+        raise _missing(run_dir)
     try:
         state = json.loads(state_path.read_text())
     except (ValueError, UnicodeDecodeError):

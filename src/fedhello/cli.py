@@ -6,11 +6,28 @@ import argparse
 import sys
 from pathlib import Path
 
-from fedhello.errors import ConfigError, EngineError, RunInterrupted
+from fedhello.errors import DISK_FULL, ConfigError, EngineError, RunInterrupted
 
 EXIT_CONFIG_ERROR = 2
 EXIT_INTERRUPTED = 130
 EXIT_ENGINE_ERROR = 1
+
+
+def _disk_full_message(args: argparse.Namespace, error: OSError) -> str:
+    """One line for a full disk: what stopped, what survived, how to continue."""
+    where = f" ({error.filename})" if error.filename else ""
+    run_dir = getattr(args, "run_dir", None) if args.command == "resume" else getattr(args, "out", None)
+    if args.command in ("run", "resume") and run_dir is not None:
+        return (
+            f"{error.strerror}{where}: the run stopped and is marked failed at its last complete checkpoint; "
+            f"free some space, then continue it with `fedhello resume {run_dir}`"
+        )
+    if args.command == "compare":
+        return (
+            f"{error.strerror}{where}: the comparison stopped; free some space and run the same "
+            "`fedhello compare` again (finished cells are kept, the interrupted one resumes)"
+        )
+    return f"{error.strerror}{where}: nothing was completed; free some space and run the command again"
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -19,9 +36,11 @@ def _run(args: argparse.Namespace) -> int:
 
     config = load_config(args.preset, args.config, args.set)
     strategy_from_config(config)  # reject unknown strategies and bad params before anything is loaded
-    if args.out is not None:
-        config.output.dir = str(args.out)
+    from fedhello.run_directory import default_run_dir
     from fedhello.runner import run_experiment
+
+    args.out = Path(args.out or config.output.dir or default_run_dir(config))  # named if the disk fills up
+    config.output.dir = str(args.out)
 
     outcome = run_experiment(config, engine=args.engine)
     print()
@@ -43,21 +62,30 @@ def _resume(args: argparse.Namespace) -> int:
 def _flower_app(args: argparse.Namespace) -> int:
     from fedhello.allocation.registry import strategy_from_config
     from fedhello.config import load_config
+    from fedhello.experiment import prepare_experiment
+    from fedhello.flower.deployment import check_app_dir, write_flower_app
+    from fedhello.resources.probe import COST_FILE
+    from fedhello.run_directory import check_run_dir
+    from fedhello.runner import resumable_config
 
     if args.resume:
-        from fedhello.runner import resumable_config
-
         if args.preset or args.config or args.set:
             raise ConfigError(
-                "flower-app --resume continues the run with its own config.yaml; drop --preset/--config/--set"
+                "flower-app --resume continues the run in --run-dir with its own config.yaml; "
+                "drop --preset/--config/--set"
             )
         config = resumable_config(args.run_dir, engine="flower")
     else:
         config = load_config(args.preset, args.config, args.set)
-        strategy_from_config(config)
-    from fedhello.flower.deployment import write_flower_app
-
-    app_dir = write_flower_app(config, args.run_dir, args.app_dir, resume=args.resume)
+        if args.run_dir.is_file():
+            raise ConfigError(f"--run-dir: {args.run_dir} is a file, not a directory; choose another --run-dir")
+        if args.run_dir.exists():  # otherwise it may be a path on the SuperLink's machine
+            check_run_dir(args.run_dir)
+    strategy_from_config(config)
+    check_app_dir(args.app_dir)
+    # The same data and model checks as `fedhello run`, so a config that cannot run yields no app.
+    experiment = prepare_experiment(config, cost_cache=args.run_dir / COST_FILE if args.resume else None)
+    app_dir = write_flower_app(config, args.run_dir, args.app_dir, resume=args.resume, costs=experiment.costs)
     print(f"Flower app written to {app_dir}; run it with: flwr run {app_dir} <connection> --stream")
     return 0
 
@@ -78,11 +106,21 @@ def _compare(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from fedhello.comparison.report import write_report
     from fedhello.outputs.run_report import write_run_report
+    from fedhello.outputs.run_writer import read_jsonl
+    from fedhello.outputs.summary import check_round_records
     from fedhello.run_directory import RunDirectory
 
     directory: Path = args.directory
     if (directory / "metrics.jsonl").exists() or (directory / "config.yaml").exists():
-        print(write_run_report(RunDirectory.existing(directory)))
+        run_dir = RunDirectory.existing(directory)
+        if not run_dir.has_info():
+            raise ConfigError(
+                f"{directory} stopped before its first round (no run_info.json); there is nothing to report"
+            )
+        check_round_records(
+            read_jsonl(directory / "metrics.jsonl"), run_dir.checkpointed_round(), directory / "metrics.jsonl"
+        )
+        print(write_run_report(run_dir))
     elif (directory / "runs").is_dir():
         print(write_report(directory, args.target))
     else:
@@ -123,8 +161,8 @@ def _datasets(args: argparse.Namespace) -> int:
         print(f"  {name:<20} {entry.description}")
     print("  hf:<id>[:<config>]   a hub dataset with text or image and label columns (online, needs fedhello[hub])")
     print("models (model.name):")
-    for name, entry in OFFLINE_MODELS.items():
-        print(f"  {name:<20} {entry.description} (offline, package {entry.distribution})")
+    for name, model in OFFLINE_MODELS.items():
+        print(f"  {name:<20} {model.description} (offline, package {model.distribution})")
     for name, dataset in PROJECT_PRETRAINED_MODELS.items():
         print(
             f"  {name:<20} small ViT pretrained by fedhello on {dataset}'s held-out split, a stand-in, not a "
@@ -280,6 +318,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG_ERROR
     except EngineError as error:
         print(f"fedhello: error: {error}", file=sys.stderr)
+        return EXIT_ENGINE_ERROR
+    except OSError as error:
+        if error.errno not in DISK_FULL:
+            raise
+        print(f"fedhello: error: {_disk_full_message(args, error)}", file=sys.stderr)
         return EXIT_ENGINE_ERROR
     except RunInterrupted as error:
         print(f"fedhello: {error}", file=sys.stderr)

@@ -17,14 +17,38 @@ from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from fedhello.errors import ConfigError, pydantic_message
 from fedhello.resources.memory_units import parse_memory
 
+Weighting = Literal["samples", "uniform"]  # how clients' updates are weighted in aggregation
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """pydantic reads true as 1: `federation.rounds=true` would run one round instead of being refused."""
+        items = value if isinstance(value, list) else [value]
+        annotation = str(cls.model_fields[info.field_name or ""].annotation)
+        if any(isinstance(item, bool) for item in items) and "bool" not in annotation and "Any" not in annotation:
+            expected = "a number" if "int" in annotation or "float" in annotation else "a name"
+            raise ValueError(
+                f"got a boolean where {expected} belongs (YAML reads true/false/yes/no/on/off as booleans; "
+                "quote a word you mean literally)"
+            )
+        return value
 
 
 class ModelConfig(_Section):
@@ -59,6 +83,9 @@ class ModelConfig(_Section):
     )
 
 
+MAX_LORA_ALPHA = 1e4
+
+
 class LoraConfig(_Section):
     rank: int = Field(8, ge=1, le=1024, description="LoRA rank r")
     alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator (scale = alpha / r)")
@@ -66,6 +93,25 @@ class LoraConfig(_Section):
     target_modules: Literal["auto"] | list[str] = Field(
         "auto", description="module names, or auto-detected per architecture"
     )
+
+    @field_validator("alpha")
+    @classmethod
+    def _alpha_in_range(cls, value: float) -> float:
+        if value > MAX_LORA_ALPHA:
+            raise ValueError(
+                f"must be at most {MAX_LORA_ALPHA:g}: the update is scaled by alpha / rank, and larger scales "
+                "overflow training (usual values: 8 to 64)"
+            )
+        return value
+
+    @field_validator("target_modules")
+    @classmethod
+    def _some_targets(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list) and (not value or any(not name.strip() for name in value)):
+            raise ValueError(
+                "needs at least one module name (e.g. [query, value]), or 'auto'; empty names are not names"
+            )
+        return value
 
 
 class DataConfig(_Section):
@@ -120,9 +166,7 @@ class TrainingConfig(_Section):
         "reset: every client trains the never-updated initial head each round and throws it away (the reference "
         "code's behaviour)",
     )
-    weighting: Literal["samples", "uniform"] = Field(
-        "samples", description="aggregation weights among a tensor's trainers"
-    )
+    weighting: Weighting = Field("samples", description="aggregation weights among a tensor's trainers")
 
 
 class GroupsConfig(_Section):
@@ -138,17 +182,21 @@ class GroupsConfig(_Section):
         "random", description="random: seeded shuffle; index: by client id (reference)"
     )
 
-    @field_validator("ratio")
+    @field_validator("ratio", mode="before")
     @classmethod
-    def _parse_ratio(cls, value: str | list[float]) -> list[float]:
+    def _parse_ratio(cls, value: Any) -> list[float]:
         if isinstance(value, str):
             try:
                 value = [float(part) for part in value.split(":")]
             except ValueError:
                 raise ValueError(f"ratio {value!r} must look like '6:3:1'") from None
+        if not isinstance(value, list) or not all(
+            isinstance(part, (int, float)) and not isinstance(part, bool) for part in value
+        ):
+            raise ValueError(f"ratio {value!r} must look like '6:3:1' or [0.6, 0.3, 0.1]")
         if not value or any(not math.isfinite(part) or part <= 0 for part in value):
-            raise ValueError("ratio needs one positive share per group")
-        return list(value)
+            raise ValueError(f"ratio {value!r} needs one positive, finite share per group, e.g. '6:3:1'")
+        return [float(part) for part in value]
 
     @field_validator("budgets")
     @classmethod
@@ -311,7 +359,7 @@ class ExperimentConfig(_Section):
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto",
         description="autocast of training and evaluation: auto = bf16 on CUDA, fp32 on CPU (CPUs without native "
-        "bf16, such as AVX2-only ones, run bf16 6-10x slower; see benchmarks/README.md)",
+        "bf16, such as AVX2-only ones, run bf16 6-10x slower; see docs/benchmarks.md)",
     )
     model: ModelConfig = Field(default_factory=ModelConfig)
     lora: LoraConfig = Field(default_factory=LoraConfig)
@@ -443,7 +491,9 @@ def merge_layer(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     which belong to that strategy only (unless the same layer gives new ones)."""
     merged = deep_merge(base, update)
     new_allocation = update.get("allocation")
-    old_allocation = base.get("allocation") if isinstance(base.get("allocation"), dict) else {}
+    old_allocation = base.get("allocation")
+    if not isinstance(old_allocation, dict):
+        old_allocation = {}
     if isinstance(new_allocation, dict) and "strategy" in new_allocation and "params" not in new_allocation:
         previous = old_allocation.get("strategy", AllocationConfig.model_fields["strategy"].default)
         if new_allocation["strategy"] != previous:
@@ -530,7 +580,8 @@ def _describe_error(exc: ValidationError) -> str:
             if get_origin(section) is list:
                 section = get_args(section)[0]
         allowed = ", ".join(section.model_fields)
-        return f"unknown config field '{location}'{did_you_mean(location.rsplit('.', 1)[-1], section.model_fields)}; allowed here: {allowed}"
+        suggestion = did_you_mean(location.rsplit(".", 1)[-1], section.model_fields)
+        return f"unknown config field '{location}'{suggestion}; allowed here: {allowed}"
     message = pydantic_message(error)
     given = error.get("input")
     shown = "" if isinstance(given, (dict, list)) or given is None else f" (got {given!r})"
@@ -574,7 +625,7 @@ def _type_name(annotation: Any) -> str:
         return " / ".join(str(value) for value in get_args(annotation))
     if get_origin(annotation) in (Union, UnionType):
         return " or ".join(_type_name(arg) for arg in get_args(annotation))
-    return getattr(annotation, "__name__", None) if get_origin(annotation) is None else str(annotation)
+    return getattr(annotation, "__name__", str(annotation)) if get_origin(annotation) is None else str(annotation)
 
 
 def config_reference() -> str:

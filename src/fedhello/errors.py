@@ -1,5 +1,12 @@
 """Errors phrased for the user: the CLI prints their one-line message and exits with 2."""
 
+import errno
+
+from pydantic_core import ErrorDetails
+
+# The errno values of a full disk (or quota): a run stops as `failed` at its last checkpoint.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
 
 class ConfigError(ValueError):
     """A configuration problem: names the field and what is allowed."""
@@ -13,6 +20,6 @@ class RunInterrupted(Exception):
     """Ctrl-C stopped a run cleanly; the message says how to resume it."""
 
 
-def pydantic_message(error: dict) -> str:
+def pydantic_message(error: ErrorDetails) -> str:
     """A pydantic error's message without the 'Value error, ' prefix custom validators get."""
     return error["msg"].removeprefix("Value error, ")

@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Iterator
 
 import numpy as np
+import peft
 import torch
 from torch.func import functional_call, grad, vmap
 
@@ -33,7 +34,7 @@ SCORING_ATTENTION = "eager"
 
 
 @contextlib.contextmanager
-def attention_implementation(model: torch.nn.Module, implementation: str | None) -> Iterator[None]:
+def attention_implementation(model: peft.PeftModel, implementation: str | None) -> Iterator[None]:
     """Switch a (peft-wrapped) Hugging Face model's attention implementation, then restore it."""
     config = getattr(model, "config", None)
     previous = getattr(config, "_attn_implementation", None)
@@ -119,7 +120,10 @@ def per_sample_gradients_loop(
         logits = model(**{key: value[index : index + 1] for key, value in inputs.items()}).logits[0]
         federated.task.sample_objective(logits, batch["labels"][index], objective).backward()
         for name in names:
-            per_sample[name].append(parameters[name].grad.detach().clone())
+            gradient = parameters[name].grad
+            if gradient is None:
+                raise RuntimeError(f"{name} is trainable but the objective does not depend on it")
+            per_sample[name].append(gradient.detach().clone())
     model.zero_grad(set_to_none=True)
     federated.set_trainable(())
     return {name: torch.stack(gradients) for name, gradients in per_sample.items()}

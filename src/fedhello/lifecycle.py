@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from fedhello import checkpoint
 from fedhello.config import ExperimentConfig
-from fedhello.errors import ConfigError, RunInterrupted
+from fedhello.errors import RunInterrupted
 from fedhello.experiment import PreparedExperiment
 from fedhello.federation.messages import ClientReply
 from fedhello.federation.server import RoundOutcome, RoundPlan, Server
@@ -162,11 +162,6 @@ def run_rounds(
         restored = checkpoint.load_checkpoint(
             run_dir.path, run_dir.config_text(), server.strategy.name, dict(experiment.layout().initial_state)
         )
-        if restored is None:
-            raise ConfigError(
-                f"{run_dir.path} has no checkpoint to continue from; start it again with "
-                f"`fedhello run --config {run_dir / 'config.yaml'}` and a new --out"
-            )
         checkpoint.truncate_records(run_dir.path, restored.records)
     start = restored.round if restored is not None else 0
     progress, show = progress_reporter(config, start)

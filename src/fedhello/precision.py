@@ -15,7 +15,7 @@ def autocast_for(device: torch.device, precision: Precision = "auto"):
     """The autocast context of a forward pass.
 
     auto: bf16 on CUDA, full precision elsewhere; fp32: full precision everywhere;
-    bf16: bf16 autocast on any device (CPU included; see benchmarks/README.md for its
+    bf16: bf16 autocast on any device (CPU included; see docs/benchmarks.md for its
     measured speed and accuracy on CPUs).
     """
     if precision not in PRECISIONS:

@@ -56,13 +56,19 @@ METRIC_LABELS: dict[str, str] = {
     "rouge_l": "ROUGE-L",
     "perplexity": "perplexity",
 }
-# A task's headline metric (higher is better) is the first of these that its evaluations report.
-HEADLINE_METRICS: tuple[str, ...] = ("accuracy", "rouge_l")
+# A task's headline metric is the first of these that its evaluations report (a causal-LM evaluation
+# without generated answers, `evaluation.generate_samples=0`, reports perplexity only).
+HEADLINE_METRICS: tuple[str, ...] = ("accuracy", "rouge_l", "perplexity")
+LOWER_IS_BETTER: frozenset[str] = frozenset({"perplexity", "loss"})
 
 
 def headline_metric(evaluation: dict[str, Any]) -> str:
     """The headline metric of an evaluation read back from JSON (classification: accuracy)."""
     return next((name for name in HEADLINE_METRICS if evaluation.get(name) is not None), "accuracy")
+
+
+def better(metric: str, value: float, than: float) -> bool:
+    return value < than if metric in LOWER_IS_BETTER else value > than
 
 
 @dataclass

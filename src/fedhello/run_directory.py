@@ -20,7 +20,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -28,10 +27,11 @@ from typing import TypeVar
 import numpy as np
 
 from fedhello.allocation.groups import CapabilityGroups
-from fedhello.checkpoint import read_status, write_status
+from fedhello.checkpoint import CHECKPOINT_DIR, STATE_FILE, read_status, write_status
 from fedhello.config import ExperimentConfig, config_to_yaml, load_config
 from fedhello.data.partition import partition_summary
 from fedhello.errors import ConfigError
+from fedhello.output_paths import check_creatable
 from fedhello.outputs.run_writer import (
     ALLOCATIONS_JSONL,
     CLIENTS_JSONL,
@@ -43,6 +43,7 @@ from fedhello.preparation import FederatedTask
 from fedhello.records import AllocationRecord, ClientRecord, FisherRecord, JsonRecord, RoundRecord
 from fedhello.resources.cost_model import CostModel
 from fedhello.resources.probe import COST_FILE
+from fedhello.run_lock import LOCK_FILE
 
 CONFIG_FILE = "config.yaml"
 INFO_FILE = "run_info.json"
@@ -50,8 +51,8 @@ PARTITION_FILE = "partition.csv"
 ADAPTER_FILE = "adapter.safetensors"
 ADAPTER_DIR = "adapter"
 SUMMARY_FILE = "summary.md"
-# What may already be in a directory a run claims: a comparison cell's label, Flower's node homes.
-PRE_EXISTING = {"cell.json", "flower"}
+# What may already be in a directory a run claims: a comparison cell's label, Flower's node homes, its lock.
+PRE_EXISTING = {"cell.json", "flower", LOCK_FILE}
 
 Record = TypeVar("Record", bound=JsonRecord)
 
@@ -89,11 +90,7 @@ def check_run_dir(path: Path) -> None:
                 f"config field 'output.dir': {path} is not empty and not a fedhello run directory; "
                 "choose a new or empty --out"
             )
-    existing = path
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"config field 'output.dir': cannot create {path} ({existing} is not a writable directory)")
+    check_creatable(path, "config field 'output.dir'")
 
 
 class RunDirectory:
@@ -140,7 +137,12 @@ class RunDirectory:
         write_status(self.path, status, round_number, rounds, detail)
 
     def checkpointed_round(self) -> int:
-        return int((self.status() or {}).get("round", 0))
+        """The round of the last complete checkpoint (0 if none was written)."""
+        state = self.path / CHECKPOINT_DIR / STATE_FILE
+        try:
+            return int(json.loads(state.read_text())["round"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return 0
 
     # ------------------------------------------------------------------ what a run resolved at its start
 

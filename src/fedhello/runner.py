@@ -27,6 +27,7 @@ from fedhello.lifecycle import RunOutcome, run_rounds
 from fedhello.outputs.summary import format_table, summary_table_rows
 from fedhello.resources.probe import COST_FILE
 from fedhello.run_directory import ADAPTER_FILE, RunDirectory, check_run_dir, default_run_dir
+from fedhello.run_lock import run_lock
 
 INPROCESS, FLOWER_SIM, FLOWER_LOCAL = "inprocess", "flower-sim", "flower-local"
 ENGINES = (INPROCESS, FLOWER_SIM, FLOWER_LOCAL)
@@ -48,8 +49,8 @@ def run_experiment(config: ExperimentConfig, out_dir: Path | None = None, engine
     path = Path(out_dir or config.output.dir or default_run_dir(config))
     check_run_dir(path)
     experiment = prepare_experiment(config)
-    run_dir = RunDirectory.claim(path, config)
-    return _launch(experiment, run_dir, engine, resume=False)
+    with run_lock(path):
+        return _launch(experiment, RunDirectory.claim(path, config), engine, resume=False)
 
 
 def resumable_config(path: Path, engine: str | None = None) -> ExperimentConfig:
@@ -74,6 +75,11 @@ def resumable_config(path: Path, engine: str | None = None) -> ExperimentConfig:
 
 def resume_experiment(path: Path) -> RunOutcome:
     """Continue an interrupted run, on the engine it was started on, from its last complete checkpoint."""
+    with run_lock(RunDirectory.existing(path).path):
+        return _resume_locked(path)
+
+
+def _resume_locked(path: Path) -> RunOutcome:
     config = resumable_config(path)
     run_dir = RunDirectory(path)
     engine = run_dir.info().engine
@@ -91,14 +97,20 @@ def _launch(experiment: PreparedExperiment, run_dir: RunDirectory, engine: str, 
     if engine == INPROCESS:
         server, clients = inprocess_server(experiment)
         return run_rounds(experiment, run_dir, server, clients, resume=resume)
-    if engine == FLOWER_SIM:
-        from fedhello.flower.simulation import run_flower_simulation
+    try:
+        if engine == FLOWER_SIM:
+            from fedhello.flower.simulation import run_flower_simulation
 
-        run_flower_simulation(experiment, run_dir, resume=resume)
-    else:
-        from fedhello.flower.deployment import run_local_deployment
+            run_flower_simulation(experiment, run_dir, resume=resume)
+        else:
+            from fedhello.flower.deployment import run_local_deployment
 
-        run_local_deployment(experiment.config, run_dir.path, resume=resume, costs=experiment.costs)
+            run_local_deployment(experiment.config, run_dir.path, resume=resume, costs=experiment.costs)
+    except BaseException as error:
+        # The server side may have died without a word (a killed SuperLink takes its ServerApp along).
+        if (run_dir.status() or {}).get("status") == "running":
+            run_dir.set_status("failed", run_dir.checkpointed_round(), experiment.config.federation.rounds, str(error))
+        raise
     rounds = run_dir.rounds()
     final = rounds[-1].eval if rounds else None
     round_dicts = [record.to_json() for record in rounds]

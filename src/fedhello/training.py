@@ -10,6 +10,7 @@ and the activations below it are never kept. That is where the savings come from
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -109,7 +110,7 @@ def train_locally(
     parameters = federated.set_trainable(trainable_names)
     by_name = federated.parameters_by_name()
     hooks = [
-        by_name[name].register_hook(lambda gradient, mask=mask.to(device): gradient * mask)
+        by_name[name].register_hook(functools.partial(torch.mul, other=mask.to(device)))
         for name, mask in (gradient_masks or {}).items()
     ]
     optimizer = torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=settings.weight_decay)

@@ -18,6 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from fedhello.aggregation import ClientUpdate, aggregate
+from fedhello.config import Weighting
 from fedhello.errors import ConfigError, pydantic_message
 from fedhello.models.layers import LayerMap
 from fedhello.records import FisherRecord
@@ -112,14 +113,24 @@ class AllocationStrategy(ABC):
     personal_models: ClassVar[bool] = False
     uses_layer_scores: ClassVar[bool] = False  # needs the server's Fisher proxy set
     uses_costs: ClassVar[bool] = False  # needs the cost model even with layer-count budgets
+    # Keeps every client's layer set within a memory budget (`strategy_utils.within_budget`); a strategy that
+    # does not is refused with memory budgets, whose bound it would break.
+    honours_memory_budgets: ClassVar[bool] = False
 
     def __init__(self, params: StrategyParams) -> None:
         self.params = params
-        self.layout: ModelLayout | None = None
+        self._layout: ModelLayout | None = None
 
     def bind(self, layout: ModelLayout) -> None:
         """Called once by the driver before the first round."""
-        self.layout = layout
+        self._layout = layout
+
+    @property
+    def layout(self) -> ModelLayout:
+        """The model layout given to `bind`."""
+        if self._layout is None:
+            raise RuntimeError(f"strategy {self.name!r} is used before bind()")
+        return self._layout
 
     def downlink(self, global_state: TensorState, client: ClientSlot, rank: int | None) -> TensorState:
         """The tensors a client starts its local training from (by default the global state).
@@ -129,7 +140,9 @@ class AllocationStrategy(ABC):
         """
         return global_state
 
-    def aggregate(self, global_state: TensorState, updates: Sequence[ClientUpdate], weighting: str) -> TensorState:
+    def aggregate(
+        self, global_state: TensorState, updates: Sequence[ClientUpdate], weighting: Weighting
+    ) -> TensorState:
         """The next global state (by default heterogeneous per-tensor FedAvg)."""
         return aggregate(global_state, updates, weighting)[0]
 
@@ -146,7 +159,7 @@ class AllocationStrategy(ABC):
         """What decides this strategy's next rounds (empty for stateless strategies)."""
         return StrategyState()
 
-    def load_state_dict(self, state: StrategyState) -> None:
+    def load_state_dict(self, state: StrategyState) -> None:  # noqa: B027 - optional hook, a no-op when stateless
         """Restore what `state_dict` returned (after `bind`)."""
 
     @classmethod

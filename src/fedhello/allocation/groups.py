@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -98,7 +99,10 @@ class CapabilityGroups:
         groups = config.groups
         return cls(
             assign_groups(
-                config.federation.num_clients, groups.ratio, groups.assignment, numpy_rng(config.seed, "groups")
+                config.federation.num_clients,
+                cast(list[float], groups.ratio),  # GroupsConfig parses '6:3:1' strings into shares
+                groups.assignment,
+                numpy_rng(config.seed, "groups"),
             ),
             resolve_budgets(groups.budgets, num_layers, costs),
             memory_budgets(groups.budgets),

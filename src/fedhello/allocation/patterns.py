@@ -31,6 +31,7 @@ def pattern_layers(pattern: str, num_layers: int, budget: int) -> tuple[int, ...
     """The layers a client with `budget` trains under `pattern` (sorted)."""
     if not 1 <= budget <= num_layers:
         raise ValueError(f"budget must be in 1..{num_layers}, got {budget}")
+    chosen: Sequence[int]
     if pattern == "triangle":
         chosen = range(budget)
     elif pattern == "inverted_triangle":

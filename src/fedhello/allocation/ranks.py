@@ -9,6 +9,7 @@ the same number of LoRA parameters as training all L layers at rank r * k / L.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 from pydantic import Field, field_validator
 
@@ -21,6 +22,7 @@ from fedhello.allocation.base import (
     ModelLayout,
     StrategyParams,
 )
+from fedhello.config import Weighting
 from fedhello.tensor_state import TensorState
 
 
@@ -59,7 +61,8 @@ def local_factors(down: TensorState, update: ClientUpdate) -> TensorState:
 class RankHeterogeneousStrategy(AllocationStrategy):
     """Every client trains every layer at its group's rank; subclasses define aggregation."""
 
-    Params = RankParams
+    Params: ClassVar[type[StrategyParams]] = RankParams
+    params: RankParams
 
     def __init__(self, params: RankParams) -> None:
         super().__init__(params)
@@ -92,7 +95,9 @@ class RankHeterogeneousStrategy(AllocationStrategy):
         """Full-rank factors a client's truncation is taken from."""
         return global_state
 
-    def aggregate_head(self, global_state: TensorState, updates: Sequence[ClientUpdate], weighting: str) -> TensorState:
+    def aggregate_head(
+        self, global_state: TensorState, updates: Sequence[ClientUpdate], weighting: Weighting
+    ) -> TensorState:
         lora = set(self.layout.layer_map.all_names)
         head_updates = [
             ClientUpdate(u.client_id, {n: d for n, d in u.deltas.items() if n not in lora}, u.num_samples)

@@ -78,5 +78,12 @@ def strategy_from_config(config: ExperimentConfig) -> AllocationStrategy:
             f"config field 'fisher.proxy_size': strategy {strategy.name!r} scores layers on the server's proxy set; "
             "it must be at least 1"
         )
+    memory = [budget for budget in config.groups.budgets if isinstance(budget, str)]
+    if memory and not strategy.honours_memory_budgets:
+        keeps = ", ".join(name for name, cls in all_strategies().items() if cls.honours_memory_budgets)
+        raise ConfigError(
+            f"config field 'allocation.strategy': {strategy.name!r} does not keep clients within the memory budgets "
+            f"of 'groups.budgets' ({', '.join(memory)}); use layer-count budgets, or a strategy that does: {keeps}"
+        )
     check_private_strategy(config, strategy)
     return strategy

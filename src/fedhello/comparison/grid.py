@@ -40,6 +40,8 @@ from fedhello.config import (
     read_preset,
 )
 from fedhello.errors import ConfigError, pydantic_message
+from fedhello.output_paths import check_creatable
+from fedhello.run_lock import LOCK_FILE, run_lock
 from fedhello.tasks import task_for
 
 
@@ -112,13 +114,20 @@ def load_comparison(preset: str | None, path: Path | None, overrides: list[str])
     data: dict[str, Any] = read_preset(preset, COMPARISON_PRESET_PACKAGE) if preset is not None else {}
     if path is not None:
         try:
-            data = deep_merge(data, parse_yaml(Path(path).read_text(), f"comparison file {path}"))
+            text = Path(path).read_text()
         except OSError as exc:
             raise ConfigError(f"comparison file {str(path)!r} cannot be read ({exc.strerror})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"comparison file {str(path)!r} is not UTF-8 text (a YAML file is)") from None
+        data = deep_merge(data, parse_yaml(text, f"comparison file {path}"))
     for assignment in overrides:
         parts, value = parse_override(assignment, "field=value, e.g. seeds=[0] or base.federation.rounds=4")
         data = deep_merge(data, nested(parts, value))
     if not data:
+        if path is not None:
+            raise ConfigError(
+                f"comparison file {path} is empty; it needs at least `methods:` (see `fedhello presets` for examples)"
+            )
         raise ConfigError("compare needs --preset or --config (see `fedhello presets`)")
     try:
         return ComparisonConfig.model_validate(data)
@@ -133,7 +142,7 @@ def cells(comparison: ComparisonConfig) -> list[Cell]:
     return [
         Cell(method, partition.name, ratio, seed)
         for partition in comparison.partitions
-        for ratio in (comparison.ratios or [None])
+        for ratio in (comparison.ratios or (None,))
         for method in names
         for seed in comparison.seeds
     ]
@@ -163,6 +172,20 @@ def cell_config(comparison: ComparisonConfig, cell: Cell) -> ExperimentConfig:
         return config
     except ConfigError as error:
         raise ConfigError(f"comparison cell {cell.cell_id}: {error}") from None
+
+
+def check_comparison_dir(out_dir: Path) -> None:
+    """Refuse a --out that is a file, or a non-empty folder that is not a comparison directory."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"compare --out {out_dir} is a file, not a directory; choose another --out")
+    if out_dir.is_dir():
+        foreign = {entry.name for entry in out_dir.iterdir()} - {"comparison.yaml", "runs", LOCK_FILE}
+        if not (out_dir / "comparison.yaml").is_file() and foreign:
+            raise ConfigError(
+                f"compare --out {out_dir} is not empty and not a comparison directory (no comparison.yaml); "
+                "choose a new or empty --out"
+            )
+    check_creatable(out_dir, "compare --out")
 
 
 def is_complete(run_dir: Path) -> bool:
@@ -212,9 +235,10 @@ def _run_in_workers(jobs: list[tuple[str, ExperimentConfig, Path, bool]], worker
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
-                if future.exception() is not None:
+                error = future.exception()
+                if error is not None:
                     pool.shutdown(cancel_futures=True)
-                    raise future.exception()
+                    raise error
                 print(f"{futures[future]}: done", flush=True)
 
 
@@ -226,15 +250,21 @@ def run_comparison(comparison: ComparisonConfig, out_dir: Path, progress: bool =
     if unsupported:
         raise ConfigError(
             f"comparison field 'base.model.task': the comparison report tabulates accuracy and F1, which "
-            f"{', '.join(sorted(unsupported))} does not report; run each method with `fedhello run` and read its summary.md"
+            f"{', '.join(sorted(unsupported))} does not report; run each method with `fedhello run` and read "
+            "its summary.md"
         )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "comparison.yaml").write_text(yaml.safe_dump(comparison.model_dump(mode="json"), sort_keys=False))
-    for cell, config in zip(grid, configs):
+    check_comparison_dir(out_dir)
+    for cell, config in zip(grid, configs, strict=True):
         config.output.progress = progress and workers == 1  # bars of parallel cells would interleave
         check_stored_config(out_dir / "runs" / cell.cell_id, config, cell)
+    with run_lock(out_dir):
+        (out_dir / "comparison.yaml").write_text(yaml.safe_dump(comparison.model_dump(mode="json"), sort_keys=False))
+        return _run_cells(grid, configs, out_dir, workers)
+
+
+def _run_cells(grid: list[Cell], configs: list[ExperimentConfig], out_dir: Path, workers: int) -> list[Path]:
     run_dirs, jobs = [], []
-    for index, (cell, config) in enumerate(zip(grid, configs), start=1):
+    for index, (cell, config) in enumerate(zip(grid, configs, strict=True), start=1):
         run_dir = out_dir / "runs" / cell.cell_id
         run_dirs.append(run_dir)
         label = f"[{index}/{len(grid)}] {cell.cell_id}"
@@ -244,6 +274,8 @@ def run_comparison(comparison: ComparisonConfig, out_dir: Path, progress: bool =
         resume = (run_dir / "checkpoint" / "state.json").exists()
         if not resume:
             if run_dir.exists():
+                # Nothing was checkpointed: the cell's records, if any, are rebuilt exactly by running it again.
+                print(f"{label}: no checkpoint, restarting the cell", flush=True)
                 shutil.rmtree(run_dir)
             run_dir.mkdir(parents=True)
             (run_dir / "cell.json").write_text(json.dumps(cell.as_dict()))

@@ -29,8 +29,10 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 from fedhello.checkpoint import is_complete
-from fedhello.outputs.run_writer import read_jsonl
+from fedhello.outputs.budget_accounting import realised_peak_bytes
 from fedhello.outputs.summary import format_table
+from fedhello.records import ClientRecord, EvalResult
+from fedhello.run_directory import RunDirectory
 
 SUMMARY_METRICS = (
     "best_accuracy",
@@ -72,14 +74,18 @@ class RunMetrics:
 
 def run_metrics(run_dir: Path, target_accuracy: float | None) -> RunMetrics:
     cell = json.loads((run_dir / "cell.json").read_text())
-    rounds = read_jsonl(run_dir / "metrics.jsonl")
-    clients = read_jsonl(run_dir / "clients.jsonl")
-    evaluated = [r for r in rounds if "eval" in r]
-    accuracies = [r["eval"]["accuracy"] for r in evaluated]
-    cumulative = np.cumsum([r["bytes_down"] + r["bytes_up"] for r in rounds])
+    records = RunDirectory(run_dir)
+    rounds = records.rounds()
+    clients = records.clients()
+    evaluated = [(r.round, r.eval) for r in rounds if r.eval is not None]
+    accuracies = [float(evaluation.accuracy or 0.0) for _, evaluation in evaluated]
+    cumulative = np.cumsum([r.bytes_down + r.bytes_up for r in rounds])
     reached = [
-        r["round"] for r in evaluated if target_accuracy is not None and r["eval"]["accuracy"] >= target_accuracy
+        round_number
+        for round_number, accuracy in zip([r for r, _ in evaluated], accuracies, strict=True)
+        if target_accuracy is not None and accuracy >= target_accuracy
     ]
+    final_eval = evaluated[-1][1]
     return RunMetrics(
         method=cell["method"],
         partition=cell["partition"],
@@ -87,17 +93,17 @@ def run_metrics(run_dir: Path, target_accuracy: float | None) -> RunMetrics:
         seed=cell["seed"],
         best_accuracy=max(accuracies),
         final_accuracy=accuracies[-1],
-        late_accuracy=late_mean(evaluated),
-        final_macro_f1=evaluated[-1]["eval"]["macro_f1"],
+        late_accuracy=late_mean([r for r, _ in evaluated], accuracies),
+        final_macro_f1=float(final_eval.macro_f1 or 0.0),
         rounds_to_target=reached[0] if reached else None,
         total_bytes=int(cumulative[-1]),
-        client_time_s=float(sum(c["wall_time_s"] for c in clients)),
-        peak_activation_mib=max(c["activation_bytes"] for c in clients) / 2**20,
-        eval_rounds=[r["round"] for r in evaluated],
+        client_time_s=float(sum(c.wall_time_s for c in clients)),
+        peak_activation_mib=max(c.activation_bytes for c in clients) / 2**20,
+        eval_rounds=[r for r, _ in evaluated],
         eval_accuracy=accuracies,
-        cumulative_bytes=[int(cumulative[r["round"] - 1]) for r in evaluated],
-        layer_counts=np.sum([r["layer_counts"] for r in rounds], axis=0).astype(int).tolist(),
-        group_accuracy=group_accuracies(run_dir, evaluated[-1]["eval"]),
+        cumulative_bytes=[int(cumulative[r - 1]) for r, _ in evaluated],
+        layer_counts=np.sum([r.layer_counts for r in rounds], axis=0).astype(int).tolist(),
+        group_accuracy=group_accuracies(run_dir, final_eval),
         group_trainable_params=group_trainable_params(clients, run_dir),
         group_peak_mib=group_peak_mib(clients, run_dir),
     )
@@ -106,10 +112,10 @@ def run_metrics(run_dir: Path, target_accuracy: float | None) -> RunMetrics:
 LATE_FRACTION = 0.25
 
 
-def late_mean(evaluated: list[dict]) -> float:
+def late_mean(rounds: list[int], accuracies: list[float]) -> float:
     """Mean accuracy of the evaluations after the first (1 - LATE_FRACTION) of the rounds (the final one included)."""
-    last_round = evaluated[-1]["round"]
-    late = [r["eval"]["accuracy"] for r in evaluated if r["round"] > (1 - LATE_FRACTION) * last_round]
+    last_round = rounds[-1]
+    late = [accuracy for r, accuracy in zip(rounds, accuracies, strict=True) if r > (1 - LATE_FRACTION) * last_round]
     return float(np.mean(late))
 
 
@@ -124,10 +130,10 @@ def _partition_rows(run_dir: Path) -> list[dict]:
 _PARTITION_COLUMNS = ("client", "group", "layer_budget", "num_samples", "num_classes")
 
 
-def group_accuracies(run_dir: Path, final_eval: dict) -> list[float | None]:
+def group_accuracies(run_dir: Path, final_eval: EvalResult) -> list[float | None]:
     """Final accuracy on the test samples of the classes held by each capability group's clients."""
     rows = _partition_rows(run_dir)
-    correct, total = final_eval.get("class_correct"), final_eval.get("class_total")
+    correct, total = final_eval.class_correct, final_eval.class_total
     if not rows or correct is None or total is None:
         return []
     class_columns = [name for name in rows[0] if name not in _PARTITION_COLUMNS]
@@ -142,25 +148,25 @@ def group_accuracies(run_dir: Path, final_eval: dict) -> list[float | None]:
     return result
 
 
-def _per_group(clients: list[dict], run_dir: Path, value, reduce) -> list[float | None]:
+def _per_group(clients: list[ClientRecord], run_dir: Path, value, reduce) -> list[float | None]:
     """`reduce` of `value(client record)` over each capability group's trained client-rounds."""
     rows = _partition_rows(run_dir)
-    num_groups = max([int(row["group"]) for row in rows] + [c["group"] for c in clients]) + 1
+    num_groups = max([int(row["group"]) for row in rows] + [c.group for c in clients]) + 1
     result: list[float | None] = []
     for group in range(num_groups):
-        trained = [value(c) for c in clients if c["group"] == group and c.get("local_steps", 0) > 0]
+        trained = [value(c) for c in clients if c.group == group and c.local_steps > 0]
         result.append(float(reduce(trained)) if trained else None)
     return result
 
 
-def group_trainable_params(clients: list[dict], run_dir: Path) -> list[float | None]:
+def group_trainable_params(clients: list[ClientRecord], run_dir: Path) -> list[float | None]:
     """Mean trainable parameters per trained client-round, by capability group."""
-    return _per_group(clients, run_dir, lambda c: c["trainable_params"], np.mean)
+    return _per_group(clients, run_dir, lambda c: c.trainable_params, np.mean)
 
 
-def group_peak_mib(clients: list[dict], run_dir: Path) -> list[float | None]:
+def group_peak_mib(clients: list[ClientRecord], run_dir: Path) -> list[float | None]:
     """Largest realised training memory (activations + gradient/AdamW state) of a trained client-round, by group."""
-    return _per_group(clients, run_dir, lambda c: (c["activation_bytes"] + c.get("state_bytes", 0)) / 2**20, max)
+    return _per_group(clients, run_dir, lambda c: realised_peak_bytes(c) / 2**20, max)
 
 
 def paired_t_interval(differences: list[float], confidence: float = 0.95) -> dict:
@@ -392,7 +398,7 @@ def plot_accuracy(runs: list[RunMetrics], path: Path, versus: str) -> Path:
     figure = Figure(figsize=(6.5 * len(panels) + 1.8, 4.6))
     axes = figure.subplots(1, len(panels), squeeze=False)[0]
     colors = method_colors(runs)
-    for axis, (partition, ratio) in zip(axes, panels):
+    for axis, (partition, ratio) in zip(axes, panels, strict=True):
         for method in colors:
             members = [r for r in runs if r.method == method and r.partition == partition and r.ratio == ratio]
             if not members:

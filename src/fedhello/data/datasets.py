@@ -260,6 +260,7 @@ def load_dataset(name: str) -> DatasetData:
         return load_hub_dataset(name[len("hf:") :])
     if name not in DATASETS:
         raise ConfigError(
-            f"config field 'data.dataset': unknown dataset {name!r}; available: {', '.join(DATASETS)}, or hf:<hub id>[:<config>]"
+            f"config field 'data.dataset': unknown dataset {name!r}; available: {', '.join(DATASETS)}, or "
+            "hf:<hub id>[:<config>]"
         )
     return DATASETS[name].loader()

@@ -153,7 +153,9 @@ def encode_instructions(
             "config field 'data.dataset': a pair renders to an empty answer (empty response "
             "and a chat template without an end-of-turn marker)"
         )
-    fitted = [fit_to_length(prompt, answer, max_length) for prompt, answer in zip(prompt_rows, answer_rows)]
+    fitted = [
+        fit_to_length(prompt, answer, max_length) for prompt, answer in zip(prompt_rows, answer_rows, strict=True)
+    ]
     pad_id = padding_id(tokenizer)
     input_ids, attention_mask = padded([prompt + answer for prompt, answer in fitted], pad_id, left=False)
     labels, _ = padded([[IGNORE_INDEX] * len(prompt) + answer for prompt, answer in fitted], IGNORE_INDEX, left=False)

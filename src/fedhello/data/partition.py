@@ -12,6 +12,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from fedhello.errors import ConfigError
+
 Partitioner = Callable[..., list[np.ndarray]]
 
 PARTITIONERS: dict[str, Partitioner] = {}
@@ -87,9 +89,19 @@ def pathological(
     """
     num_classes = _num_classes(labels)
     if not 1 <= classes_per_client <= num_classes:
-        raise ValueError(f"classes_per_client must be in [1, {num_classes}] (num_classes), got {classes_per_client}")
+        raise ConfigError(
+            f"config field 'partition.classes_per_client': must be in 1..{num_classes} (the dataset's classes), "
+            f"got {classes_per_client}"
+        )
     if min_per_client < 0:
-        raise ValueError(f"min_per_client must be >= 0, got {min_per_client}")
+        raise ConfigError(f"config field 'partition.min_per_client': must be >= 0, got {min_per_client}")
+    if num_clients * classes_per_client < num_classes:
+        needed = -(-num_classes // num_clients)
+        raise ConfigError(
+            f"config field 'partition.classes_per_client': {num_clients} clients x {classes_per_client} classes "
+            f"each cannot hold all {num_classes} classes, so some class's samples would belong to no client; "
+            f"use partition.classes_per_client >= {needed}, more clients, or another partition.scheme"
+        )
 
     assignment = _deal_classes(num_clients, num_classes, classes_per_client, rng)
     holders_of: list[list[int]] = [[] for _ in range(num_classes)]
@@ -104,7 +116,7 @@ def pathological(
         rest = len(idx) - floor * len(holders)
         # multinomial counts sum to `rest` exactly, so no sample is lost or duplicated
         sizes = floor + rng.multinomial(rest, rng.dirichlet(np.ones(len(holders))))
-        for client, share in zip(holders, _split_by_sizes(idx, sizes)):
+        for client, share in zip(holders, _split_by_sizes(idx, sizes), strict=True):
             parts[client].append(share)
     return _finalize([np.concatenate(p) for p in parts])
 
@@ -119,7 +131,7 @@ def dirichlet(
     taken from the currently largest client.
     """
     if not alpha > 0:
-        raise ValueError(f"alpha must be > 0, got {alpha}")
+        raise ConfigError(f"config field 'partition.alpha': must be > 0, got {alpha}")
 
     parts: list[list[np.ndarray]] = [[] for _ in range(num_clients)]
     for c in range(_num_classes(labels)):
@@ -161,7 +173,10 @@ def partition_indices(
     if labels.min() < 0:
         raise ValueError("labels must be non-negative class ids")
     if not 1 <= num_clients <= len(labels):
-        raise ValueError(f"num_clients must be in [1, {len(labels)}] (len(labels)), got {num_clients}")
+        raise ConfigError(
+            f"config field 'federation.num_clients': must be in 1..{len(labels)} (the training samples left for "
+            f"clients), got {num_clients}; use fewer clients or more data"
+        )
 
     fn = PARTITIONERS[scheme]
     options = {

@@ -17,6 +17,7 @@ def rouge_l(predictions: list[str], references: list[str]) -> float:
         return 0.0
     scorer = RougeScorer(["rougeL"], use_stemmer=True)
     scores = [
-        scorer.score(reference, prediction)["rougeL"].fmeasure for prediction, reference in zip(predictions, references)
+        scorer.score(reference, prediction)["rougeL"].fmeasure
+        for prediction, reference in zip(predictions, references, strict=True)
     ]
     return sum(scores) / len(scores)

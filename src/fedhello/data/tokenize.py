@@ -52,7 +52,7 @@ def encode_texts(tokenizer, texts: list[str], labels: np.ndarray, max_length: in
     missing = [text for text in dict.fromkeys(clipped) if text not in cache]
     if missing:
         encoded = tokenizer(missing, padding="max_length", truncation=True, max_length=max_length, return_tensors="pt")
-        cache.update(zip(missing, zip(encoded["input_ids"], encoded["attention_mask"])))
+        cache.update(zip(missing, zip(encoded["input_ids"], encoded["attention_mask"], strict=True), strict=True))
     if not clipped:
         empty = torch.zeros(0, max_length, dtype=torch.long)
         return EncodedSplit(empty, empty.clone(), torch.as_tensor(labels, dtype=torch.long))

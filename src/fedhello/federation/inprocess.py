@@ -49,12 +49,14 @@ class MemoryLog:
 
 def mean_personal_result(results: list[EvalResult], split: str) -> EvalResult:
     """Mean of the clients' own-model metrics (each on the test samples of its classes)."""
-    return EvalResult(
-        split=f"{split}-personal",
-        loss=float(np.mean([r.loss for r in results])),
-        num_samples=int(sum(r.num_samples for r in results)),
-        num_clients=len(results),
-        **{name: float(np.mean([r.metrics()[name] for r in results])) for name in results[0].metrics()},
+    return EvalResult.from_json(
+        {
+            "split": f"{split}-personal",
+            "loss": float(np.mean([r.loss for r in results])),
+            "num_samples": int(sum(r.num_samples for r in results)),
+            "num_clients": len(results),
+            **{name: float(np.mean([r.metrics()[name] for r in results])) for name in results[0].metrics()},
+        }
     )
 
 

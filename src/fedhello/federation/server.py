@@ -46,7 +46,8 @@ from fedhello.tensor_state import TensorState, state_bytes
 class ServerRuntime(Protocol):
     """What the server needs from the model side of its engine."""
 
-    num_test_samples: int
+    @property
+    def num_test_samples(self) -> int: ...
 
     def evaluate(self, global_state: TensorState, indices: np.ndarray, split: str) -> EvalResult: ...
 
@@ -164,7 +165,7 @@ class Server:
         chosen = np.sort(sampling.choice(federation.num_clients, federation.clients_per_round, replace=False))
         slots = [
             ClientSlot(int(client), int(group), self.group_budgets[group], self.group_memory[group])
-            for client, group in zip(chosen, self.client_groups[chosen])
+            for client, group in zip(chosen, self.client_groups[chosen], strict=True)
         ]
         allocation = self.strategy.allocate(
             AllocationContext(

@@ -46,7 +46,7 @@ def client_id(context: Context) -> int:
 
 
 def load_client(context: Context) -> Client:
-    record = context.state.get(STATE_KEY)
+    record = context.state.array_records.get(STATE_KEY)
     return Client(client_id(context), codec.tensors_from_record(record) if record is not None else None)
 
 

@@ -56,7 +56,7 @@ def decode_instruction(content: RecordDict) -> TrainInstruction:
         group=meta["group"],
         layers=tuple(meta["layers"]),
         rank=meta["rank"],
-        tensors=tensors_from_record(content[TENSORS]),
+        tensors=tensors_from_record(content.array_records[TENSORS]),
         train_head=meta["train_head"],
         keep_local=tuple(meta["keep_local"]),
         discard=tuple(meta.get("discard", ())),
@@ -75,7 +75,9 @@ def encode_reply(reply: ClientReply) -> RecordDict:
 
 def decode_reply(content: RecordDict) -> ClientReply:
     meta = _meta(content)
-    update = ClientUpdate(int(meta["client_id"]), tensors_from_record(content[TENSORS]), int(meta["num_samples"]))
+    update = ClientUpdate(
+        int(meta["client_id"]), tensors_from_record(content.array_records[TENSORS]), int(meta["num_samples"])
+    )
     return ClientReply(update, ClientRecord.from_json(meta["record"]))
 
 
@@ -89,7 +91,7 @@ def encode_evaluation_request(client_id: int, indices: np.ndarray) -> RecordDict
 
 
 def decode_evaluation_request(content: RecordDict) -> tuple[int, np.ndarray]:
-    return int(_meta(content)["client_id"]), tensors_from_record(content[TENSORS])["indices"].numpy()
+    return int(_meta(content)["client_id"]), tensors_from_record(content.array_records[TENSORS])["indices"].numpy()
 
 
 def encode_evaluation(result: EvalResult | None) -> RecordDict:

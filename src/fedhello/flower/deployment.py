@@ -10,6 +10,7 @@ SuperNode and the SuperLink need fedhello installed (the app holds no code of it
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -20,7 +21,7 @@ import time
 from pathlib import Path
 
 from fedhello.config import ExperimentConfig
-from fedhello.errors import EngineError
+from fedhello.errors import ConfigError, EngineError
 from fedhello.flower.run_settings import (
     CONFIG_KEY,
     COSTS_KEY,
@@ -32,6 +33,7 @@ from fedhello.flower.run_settings import (
     encode_config,
     encode_costs,
 )
+from fedhello.output_paths import check_creatable
 from fedhello.resources.cost_model import CostModel
 
 APP_PYPROJECT = """\
@@ -65,6 +67,25 @@ clientapp = "fedhello.flower.client_app:app"
 {engine_key} = "{engine}"
 {costs_key} = "{costs}"
 """
+# What a folder `write_flower_app` wrote holds (Flower may add a build folder); the line that marks it as ours.
+APP_FILES = {"pyproject.toml", "build", "dist", ".gitignore"}
+APP_MARKER = 'serverapp = "fedhello.flower.server_app:app"'
+
+
+def check_app_dir(app_dir: Path) -> None:
+    """Refuse an --app-dir that is a file, a folder holding anything but a fedhello app, or not creatable."""
+    if app_dir.exists() and not app_dir.is_dir():
+        raise ConfigError(f"--app-dir: {app_dir} is a file, not a folder; choose a new or empty folder")
+    if app_dir.is_dir():
+        entries = {entry.name for entry in app_dir.iterdir()}
+        pyproject = app_dir / "pyproject.toml"
+        ours = pyproject.is_file() and APP_MARKER in pyproject.read_text(errors="replace")
+        if entries and (not ours or entries - APP_FILES):
+            raise ConfigError(
+                f"--app-dir: {app_dir} is not empty and not a fedhello Flower app (its files would be overwritten); "
+                "choose a new or empty folder"
+            )
+    check_creatable(app_dir, "--app-dir")
 
 
 def write_flower_app(
@@ -76,7 +97,11 @@ def write_flower_app(
     engine: str = DEPLOYMENT,
     costs: CostModel | None = None,
 ) -> Path:
-    app_dir.mkdir(parents=True, exist_ok=True)
+    check_app_dir(app_dir)
+    try:
+        app_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"--app-dir: cannot create {app_dir} ({error.strerror}); choose a writable folder") from None
     (app_dir / "pyproject.toml").write_text(
         APP_PYPROJECT.format(
             name=config.name,
@@ -206,10 +231,8 @@ class LocalDeployment:
         """Signal a process and everything it started; SIGKILL it if it has not ended after 10 s."""
         process = self.processes[name]
         for signal_number in (sig, signal.SIGKILL):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal_number)
-            except ProcessLookupError:
-                pass
             try:
                 process.wait(timeout=10)
                 return

@@ -33,7 +33,7 @@ def error_reason(reply: Message) -> str:
     code, reason = reply.error.code, reply.error.reason
     if code == NODE_UNAVAILABLE:
         return "node unavailable (missed its heartbeats)"
-    lines = reason.strip().splitlines()
+    lines = (reason or "").strip().splitlines()
     return f"node error {code}: {lines[-1][:300] if lines else 'no reason given'}"
 
 
@@ -85,7 +85,9 @@ class GridEngine:
             clients.append(instruction.client_id)
         replies = self.send_and_receive(messages) if messages else []
         # Pushing a message sets its id.
-        client_of_message = {message.metadata.message_id: client for message, client in zip(messages, clients)}
+        client_of_message = {
+            message.metadata.message_id: client for message, client in zip(messages, clients, strict=True)
+        }
         decoded: list[ClientReply] = []
         for reply in replies:
             client = client_of_message.get(reply.metadata.reply_to_message_id)

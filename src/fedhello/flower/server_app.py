@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from flwr.app import Context, Message, MessageType, RecordDict
@@ -78,7 +79,7 @@ class FlowerServerRuntime(GlobalModelRuntime):
 def discover_clients(grid: Grid, num_clients: int, timeout_s: float, connect_timeout_s: float) -> dict[int, dict]:
     """Wait for one node per client (up to connect_timeout_s), then ask each which client it is."""
     deadline = time.monotonic() + connect_timeout_s
-    while len(grid.get_node_ids()) < num_clients and time.monotonic() < deadline:
+    while len(list(grid.get_node_ids())) < num_clients and time.monotonic() < deadline:
         time.sleep(1.0)
     messages = [Message(RecordDict(), dst_node_id=node, message_type=MessageType.QUERY) for node in grid.get_node_ids()]
     sent = list(messages)
@@ -88,13 +89,16 @@ def discover_clients(grid: Grid, num_clients: int, timeout_s: float, connect_tim
     for reply in replies:
         if reply.has_error():
             continue
-        identity = reply.content["identity"]
-        client = int(identity["client-id"])
+        identity = reply.content.config_records["identity"]
+        client = int(cast(int, identity["client-id"]))
         if not 0 <= client < num_clients:
             raise EngineError(f"a node says it is client {client}; partition-id must be in 0..{num_clients - 1}")
         if client in clients:
             raise EngineError(f"two nodes say they are client {client}; give each SuperNode its own partition-id")
-        clients[client] = {"node": node_of_message[reply.metadata.reply_to_message_id], "group": int(identity["group"])}
+        clients[client] = {
+            "node": node_of_message[reply.metadata.reply_to_message_id],
+            "group": int(cast(int, identity["group"])),
+        }
     if not clients:
         raise EngineError("no node answered: are the SuperNodes connected to this SuperLink?")
     return clients

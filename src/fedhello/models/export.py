@@ -35,7 +35,7 @@ def save_peft_adapter(federated: FederatedModel, global_state: TensorState, fold
     """
     names = set(federated.exchanged_names)
     federated.load_state({name: tensor for name, tensor in global_state.items() if name in names})
-    federated.model.save_pretrained(folder, safe_serialization=True)
+    federated.model.save_pretrained(str(folder), safe_serialization=True)
     head = {
         base_parameter_name(name): global_state[name].detach().contiguous().cpu()
         for name in federated.head_names

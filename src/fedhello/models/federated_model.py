@@ -75,7 +75,7 @@ class FederatedModel:
                 for a_name, delta in deltas.items():
                     module_path, rest = a_name.split(".lora_A.", 1)
                     adapter = rest.split(".", 1)[0]
-                    module = self.model.get_submodule(module_path)
+                    module: Any = self.model.get_submodule(module_path)  # a peft LoRA layer: dynamic attributes
                     base = module.get_base_layer().weight
                     lora_b = module.lora_B[adapter].weight
                     if tuple(delta.shape) != tuple(base.shape):

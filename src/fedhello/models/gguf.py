@@ -35,7 +35,7 @@ def dequantized_folder(gguf_path: Path, name: str) -> Path:
     model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
     tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
     # The weights are plain tensors now; without this the folder would claim to be GGUF-quantised.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]  # set by from_pretrained, undeclared on the class
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
 

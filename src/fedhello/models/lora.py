@@ -21,14 +21,33 @@ def detect_target_modules(model: nn.Module) -> list[str]:
     for candidate in TARGET_MODULE_CANDIDATES:
         if set(candidate) <= linear_names:
             return list(candidate)
-    raise ValueError("cannot detect the attention projections of this architecture; set lora.target_modules explicitly")
+    raise ConfigError(
+        f"config field 'lora.target_modules': cannot detect the attention projections of {type(model).__name__}; "
+        f"set them explicitly, from its linear layers: {', '.join(sorted(linear_names))}"
+    )
+
+
+def check_target_modules(model: nn.Module, targets: list[str]) -> None:
+    """Refuse any name that matches no module (peft would silently skip it and record it in the adapter)."""
+    names = [name for name, _ in model.named_modules()]
+    unknown = [target for target in targets if not any(n == target or n.endswith(f".{target}") for n in names)]
+    if unknown:
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)})
+        raise ConfigError(
+            f"config field 'lora.target_modules': {unknown} match no module of {type(model).__name__}; "
+            f"use names of its linear layers ({', '.join(linear)}) or 'auto'"
+        )
 
 
 def inject_lora(model: nn.Module, settings: LoraConfig, init_seed: int) -> peft.PeftModel:
     """Wrap `model` with LoRA adapters; base weights end up frozen (peft freezes them)."""
     targets = detect_target_modules(model) if settings.target_modules == "auto" else settings.target_modules
+    check_target_modules(model, targets)
     lora_config = peft.LoraConfig(
-        r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout, target_modules=targets
+        r=settings.rank,
+        lora_alpha=settings.alpha,  # type: ignore[arg-type]  # annotated int, but peft only divides it by r
+        lora_dropout=settings.dropout,
+        target_modules=targets,
     )
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         # peft still calls a transformers method that transformers 5 deprecates.

@@ -102,7 +102,7 @@ def _model_for(settings: PretrainSettings, num_labels: int) -> ViTForImageClassi
         image_size=IMAGE_SIDE,
         patch_size=settings.patch_size,
         num_channels=1,
-        num_labels=num_labels,
+        num_labels=num_labels,  # type: ignore[call-arg]  # a PretrainedConfig keyword ViTConfig passes on
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(torch_seed(settings.seed, "pretrain", 0))

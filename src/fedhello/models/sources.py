@@ -69,6 +69,11 @@ def resolve_model_source(name: str) -> str:
 
             return str(dequantized_folder(folder / entry.gguf_file, name))
         return str(folder)
+    if name.startswith(("/", "./", "../", "~")) and Path(name).expanduser().is_file():
+        raise ConfigError(
+            f"config field 'model.name': {name!r} is a file; give the folder that holds the model's config.json "
+            "and weights, an offline alias (see `fedhello datasets`) or a hub id"
+        )
     if name.startswith(("/", "./", "../", "~")) and not Path(name).expanduser().is_dir():
         raise ConfigError(
             f"config field 'model.name': model folder {name!r} does not exist; "

@@ -13,13 +13,14 @@ from __future__ import annotations
 import numpy as np
 
 from fedhello.outputs.summary import format_table
+from fedhello.records import ClientRecord
 
 
-def realised_peak_bytes(client: dict) -> int:
-    return int(client["activation_bytes"]) + int(client.get("state_bytes") or 0)
+def realised_peak_bytes(client: ClientRecord) -> int:
+    return client.activation_bytes + client.state_bytes
 
 
-def violations(clients: list[dict], memory_bytes: int | None) -> int | None:
+def violations(clients: list[ClientRecord], memory_bytes: int | None) -> int | None:
     """Client-rounds over a memory budget (None for a layer-count budget)."""
     if memory_bytes is None:
         return None
@@ -27,14 +28,12 @@ def violations(clients: list[dict], memory_bytes: int | None) -> int | None:
 
 
 def budget_rows(
-    clients: list[dict], budgets: list, layer_budgets: list[int], memory_bytes: list[int | None]
+    clients: list[ClientRecord], budgets: list, layer_budgets: list[int], memory_bytes: list[int | None]
 ) -> tuple[list[str], list[list]]:
     """One row per group with trained client-rounds: budget, realised peak, layers trained, violations."""
     rows = []
-    for group, (budget, layers, memory) in enumerate(zip(budgets, layer_budgets, memory_bytes)):
-        trained = [
-            c for c in clients if c["group"] == group and c.get("status", "trained") == "trained" and c["layers"]
-        ]
+    for group, (budget, layers, memory) in enumerate(zip(budgets, layer_budgets, memory_bytes, strict=True)):
+        trained = [c for c in clients if c.group == group and c.status == "trained" and c.layers]
         if not trained:
             continue
         peaks = [realised_peak_bytes(c) / 2**20 for c in trained]
@@ -45,9 +44,9 @@ def budget_rows(
                 len(trained),
                 round(float(np.mean(peaks)), 1),
                 round(float(np.max(peaks)), 1),
-                round(float(np.mean([len(c["layers"]) for c in trained])), 2),
-                round(float(np.mean([min(c["layers"]) for c in trained])), 2),
-                int(min(min(c["layers"]) for c in trained)),
+                round(float(np.mean([len(c.layers) for c in trained])), 2),
+                round(float(np.mean([min(c.layers) for c in trained])), 2),
+                int(min(min(c.layers) for c in trained)),
                 violations(trained, memory),
             ]
         )
@@ -65,7 +64,9 @@ def budget_rows(
     return headers, rows
 
 
-def budget_table(clients: list[dict], budgets: list, layer_budgets: list[int], memory_bytes: list[int | None]) -> str:
+def budget_table(
+    clients: list[ClientRecord], budgets: list, layer_budgets: list[int], memory_bytes: list[int | None]
+) -> str:
     headers, rows = budget_rows(clients, budgets, layer_budgets, memory_bytes)
     note = (
         "peak = measured activation bytes + gradient and AdamW-state bytes of the trained tensors "

@@ -10,6 +10,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from fedhello.records import AllocationRecord, FisherRecord, RoundRecord
+
 DPI = 120
 TIER_MARKERS: dict[int, str] = {0: "v", 1: "o", 2: "^"}
 TIER_NAMES: dict[int, str] = {0: "low", 1: "mid", 2: "high"}
@@ -25,56 +27,58 @@ def _save(fig: Figure, path: Path | str) -> Path:
     return path
 
 
-def allocation_matrix(allocations: list[dict], num_layers: int, num_rounds: int | None = None) -> np.ndarray:
+def allocation_matrix(
+    allocations: list[AllocationRecord], num_layers: int, num_rounds: int | None = None
+) -> np.ndarray:
     """Count clients that trained each layer per round.
 
     Returns an int array of shape ``[num_layers, num_rounds]`` where column ``r`` is
     round ``r``; ``num_rounds`` defaults to the largest logged round + 1.
     """
     if num_rounds is None:
-        num_rounds = max((int(a["round"]) for a in allocations), default=-1) + 1
+        num_rounds = max((a.round for a in allocations), default=-1) + 1
     mat = np.zeros((num_layers, num_rounds), dtype=np.int64)
     for alloc in allocations:
-        r = int(alloc["round"])
+        r = alloc.round
         if not 0 <= r < num_rounds:
             raise ValueError(f"round {r} outside [0, {num_rounds})")
-        for client in alloc["clients"]:
-            for layer in set(client["layers"]):
+        for client in alloc.clients:
+            for layer in set(client.layers):
                 if not 0 <= layer < num_layers:
                     raise ValueError(f"layer {layer} outside [0, {num_layers})")
                 mat[layer, r] += 1
     return mat
 
 
-def plot_learning_curves(rounds: list[dict], path: Path | str) -> Path | None:
+def plot_learning_curves(rounds: list[RoundRecord], path: Path | str) -> Path | None:
     """Train loss (left) and the evaluation scores (accuracy / macro-F1, or ROUGE-L) against round."""
     if not rounds:
         return None
     fig = Figure(figsize=(11, 4))
     ax_loss, ax_eval = fig.subplots(1, 2)
 
-    loss_pts = [(r["round"], r["train_loss"]) for r in rounds if r.get("train_loss") is not None]
+    loss_pts = [(r.round, r.train_loss) for r in rounds if r.train_loss is not None]
     if loss_pts:
-        ax_loss.plot(*zip(*loss_pts), marker=".", color="tab:blue")
+        ax_loss.plot(*zip(*loss_pts, strict=True), marker=".", color="tab:blue")
     ax_loss.set(title="Train loss", xlabel="round", ylabel="loss")
     ax_loss.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_loss.grid(alpha=0.3)
 
-    evals = [(r["round"], r["eval"]) for r in rounds if r.get("eval")]
-    periodic = [(rd, ev) for rd, ev in evals if ev.get("split") != "test"]
-    final = [(rd, ev) for rd, ev in evals if ev.get("split") == "test"]
+    evals = [(r.round, r.eval) for r in rounds if r.eval is not None]
+    periodic = [(rd, ev) for rd, ev in evals if ev.split != "test"]
+    final = [(rd, ev) for rd, ev in evals if ev.split == "test"]
     for key, label, color in (
         ("accuracy", "accuracy", "tab:green"),
         ("macro_f1", "macro-F1", "tab:orange"),
         ("rouge_l", "ROUGE-L", "tab:purple"),
     ):
-        pts = [(rd, ev[key]) for rd, ev in periodic if ev.get(key) is not None]
+        pts = [(rd, ev.metrics()[key]) for rd, ev in periodic if key in ev.metrics()]
         if pts:
-            ax_eval.plot(*zip(*pts), marker="o", markersize=3, color=color, label=label)
-        test_pts = [(rd, ev[key]) for rd, ev in final if ev.get(key) is not None]
+            ax_eval.plot(*zip(*pts, strict=True), marker="o", markersize=3, color=color, label=label)
+        test_pts = [(rd, ev.metrics()[key]) for rd, ev in final if key in ev.metrics()]
         if test_pts:
             ax_eval.scatter(
-                *zip(*test_pts),
+                *zip(*test_pts, strict=True),
                 marker="*",
                 s=180,
                 color=color,
@@ -92,13 +96,13 @@ def plot_learning_curves(rounds: list[dict], path: Path | str) -> Path | None:
     return _save(fig, path)
 
 
-def plot_allocation_heatmap(allocations: list[dict], num_layers: int, path: Path | str) -> Path | None:
+def plot_allocation_heatmap(allocations: list[AllocationRecord], num_layers: int, path: Path | str) -> Path | None:
     """Heatmap of clients training each layer (y, input side at bottom) per round (x)."""
     if not allocations:
         return None
     mat = allocation_matrix(allocations, num_layers)
     # Skip the leading all-empty columns when rounds are numbered from 1 (or later).
-    first = min(int(a["round"]) for a in allocations)
+    first = min(a.round for a in allocations)
     mat = mat[:, first:]
     fig = Figure(figsize=(max(6.0, min(16.0, 0.15 * mat.shape[1] + 4)), max(3.5, min(10.0, 0.25 * num_layers + 2))))
     ax = fig.subplots()
@@ -121,7 +125,7 @@ def plot_allocation_heatmap(allocations: list[dict], num_layers: int, path: Path
     return _save(fig, path)
 
 
-def plot_layer_counts(allocations: list[dict], num_layers: int, path: Path | str) -> Path | None:
+def plot_layer_counts(allocations: list[AllocationRecord], num_layers: int, path: Path | str) -> Path | None:
     """Bar chart of how often each layer was trained over the whole run."""
     if not allocations:
         return None
@@ -135,7 +139,7 @@ def plot_layer_counts(allocations: list[dict], num_layers: int, path: Path | str
     return _save(fig, path)
 
 
-def plot_fisher_scores(fisher_records: list[dict], path: Path | str) -> Path | None:
+def plot_fisher_scores(fisher_records: list[FisherRecord], path: Path | str) -> Path | None:
     """Fisher score per layer, one line per refresh round; marker shape = tier."""
     if not fisher_records:
         return None
@@ -145,17 +149,17 @@ def plot_fisher_scores(fisher_records: list[dict], path: Path | str) -> Path | N
     n = len(fisher_records)
     handles: list[Line2D] = []
     for i, rec in enumerate(fisher_records):
-        scores = np.asarray(rec["scores"], dtype=float)
+        scores = np.asarray(rec.scores, dtype=float)
         layers = np.arange(len(scores))
         color = cmap(i / max(n - 1, 1))
-        (line,) = ax.plot(layers, scores, color=color, linewidth=1.2, label=f"round {rec['round']}")
+        (line,) = ax.plot(layers, scores, color=color, linewidth=1.2, label=f"round {rec.round}")
         handles.append(line)
-        tiers = np.asarray(rec.get("tiers") or [], dtype=int)
+        tiers = np.asarray(rec.tiers or [], dtype=int)
         for tier, marker in TIER_MARKERS.items():
             sel = tiers == tier
             if sel.any():
                 ax.scatter(layers[sel], scores[sel], marker=marker, color=color, s=36, zorder=3)
-    if any(rec.get("tiers") for rec in fisher_records):
+    if any(rec.tiers for rec in fisher_records):
         handles += [
             Line2D([], [], linestyle="", marker=m, color="gray", label=f"tier {TIER_NAMES[t]}")
             for t, m in TIER_MARKERS.items()

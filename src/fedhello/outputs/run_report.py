@@ -56,25 +56,27 @@ def write_run_report(run_dir: RunDirectory) -> str:
     num_layers, budgets = info.num_layers, info.group_budgets
     memory = info.group_memory_bytes or [None] * len(budgets)
     clients = run_dir.clients()
-    rounds = [record.to_json() for record in run_dir.rounds()]
-    allocations = [record.to_json() for record in run_dir.allocations()]
+    round_records = run_dir.rounds()
+    rounds = [record.to_json() for record in round_records]
+    allocations = run_dir.allocations()
     if config.output.plots:
-        plots.plot_learning_curves(rounds, run_dir / "learning_curves.png")
+        plots.plot_learning_curves(round_records, run_dir / "learning_curves.png")
         plots.plot_allocation_heatmap(allocations, num_layers, run_dir / "allocation_heatmap.png")
         plots.plot_layer_counts(allocations, num_layers, run_dir / "layer_counts.png")
-        plots.plot_fisher_scores([record.to_json() for record in run_dir.fisher()], run_dir / "fisher_scores.png")
+        plots.plot_fisher_scores(run_dir.fisher(), run_dir / "fisher_scores.png")
         plots.plot_partition(run_dir.partition(), run_dir / "partition.png")
     status = run_dir.status()
-    incomplete = status is not None and status.get("status") != "complete"
+    state = status.get("status") if status is not None else None
+    incomplete = state is not None and state != "complete"
     final_eval = rounds[-1].get("eval") if rounds and not incomplete else None
     headers, rows = summary_table_rows(rounds, final_eval)
-    budgets_by_group = budget_table([record.to_json() for record in clients], config.groups.budgets, budgets, memory)
+    budgets_by_group = budget_table(clients, config.groups.budgets, budgets, memory)
     if incomplete:
         rows.insert(
             0,
             [
                 "run status",
-                f"INCOMPLETE ({status.get('status')}): {len(rounds)} of "
+                f"INCOMPLETE ({state}): {len(rounds)} of "
                 f"{config.federation.rounds} rounds; continue with `fedhello resume {run_dir.path}`",
             ],
         )

@@ -207,12 +207,13 @@ class RunWriter:
             writer.writerows(metrics_csv_row(r) for r in self.rounds)
         return path
 
-    def close(self) -> None:
-        """Write ``metrics.csv`` and close all files; safe to call twice."""
+    def close(self, *, write_csv: bool = True) -> None:
+        """Write ``metrics.csv`` (unless told not to) and close all files; safe to call twice."""
         if self._closed:
             return
         self._closed = True
-        self.write_metrics_csv()
+        if write_csv:
+            self.write_metrics_csv()
         for f in self._files.values():
             f.close()
         self._files.clear()
@@ -228,4 +229,6 @@ class RunWriter:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close()
+        # After a write failed (a full disk) metrics.csv keeps its last complete version; it is derived from
+        # metrics.jsonl and rewritten when the run continues.
+        self.close(write_csv=not isinstance(exc, OSError))

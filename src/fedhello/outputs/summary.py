@@ -7,7 +7,8 @@ import numbers
 from pathlib import Path
 from typing import Any
 
-from fedhello.records import METRIC_LABELS, headline_metric
+from fedhello.errors import ConfigError
+from fedhello.records import METRIC_LABELS, better, headline_metric
 
 PLOT_FILES: tuple[tuple[str, str], ...] = (
     ("learning_curves.png", "Learning curves"),
@@ -82,7 +83,8 @@ def best_eval(rounds: list[dict]) -> tuple[int, dict] | None:
     periodic = [(rnd, ev) for rnd, ev in evals if ev.get("split") != "test"]
     best: tuple[int, dict] | None = None
     for rnd, ev in periodic or evals:
-        if best is None or ev[headline_metric(ev)] > best[1][headline_metric(best[1])]:
+        metric = headline_metric(ev)
+        if best is None or better(metric, ev[metric], best[1][metric]):
             best = (rnd, ev)
     return best
 
@@ -98,9 +100,14 @@ def summary_table_rows(rounds: list[dict], final_eval: dict | None) -> tuple[lis
         rows.append(["best eval round", rnd])
     if final_eval:
         split = final_eval.get("split", "test")
+        held_out_loss = [f"final {split} loss (held-out)", final_eval.get("loss")]
+        if final_eval.get("accuracy") is None:  # instruction tuning: the held-out loss is the headline
+            rows.insert(0, held_out_loss)
         for key, label in METRIC_LABELS.items():
             if final_eval.get(key) is not None:
                 rows.append([f"final {split} {label}", final_eval[key]])
+        if final_eval.get("accuracy") is not None:
+            rows.append(held_out_loss)
     if rounds:
         for key, label in (("bytes_down", "total bytes down"), ("bytes_up", "total bytes up")):
             total = sum(r.get(key) or 0 for r in rounds)
@@ -116,13 +123,37 @@ def summary_table_rows(rounds: list[dict], final_eval: dict | None) -> tuple[lis
     return ["metric", "value"], rows
 
 
+def check_round_records(rounds: list[dict], rounds_done: int, path: Path) -> None:
+    """Refuse to summarise records that cannot be a run's rounds: the summary would say "no results" instead."""
+    unknown = next(
+        (
+            number
+            for number, record in enumerate(rounds, start=1)
+            if not isinstance(record.get("round"), int)
+            or isinstance(record.get("round"), bool)
+            or "clients" not in record
+        ),
+        None,
+    )
+    if unknown is not None:
+        raise ConfigError(
+            f"{path} line {unknown} is not a round record (no round number or clients); "
+            "nothing was rewritten: restore the run's metrics.jsonl"
+        )
+    if not rounds and rounds_done > 0:
+        raise ConfigError(
+            f"{path} holds no round records, but the run's status says {rounds_done} rounds ran; "
+            "nothing was rewritten: restore the run's metrics.jsonl"
+        )
+
+
 def _learning_curve_table(rounds: list[dict]) -> str:
     evaluated = [r for r in rounds if r.get("eval")]
     if not evaluated:
         return "_No evaluated rounds._"
     metric = headline_metric(evaluated[-1]["eval"])
-    rows = [[r["round"], r.get("train_loss"), r["eval"].get(metric)] for r in evaluated]
-    return format_table(["round", "train loss", f"eval {METRIC_LABELS[metric]}"], rows)
+    rows = [[r["round"], r.get("train_loss"), r["eval"].get("loss"), r["eval"].get(metric)] for r in evaluated]
+    return format_table(["round", "train loss", "eval loss", f"eval {METRIC_LABELS[metric]}"], rows)
 
 
 def write_summary(

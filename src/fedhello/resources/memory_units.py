@@ -18,9 +18,15 @@ def parse_memory(text: str) -> int:
     match = _SIZE.match(text)
     if match is None or match.group(2) not in UNITS:
         raise ValueError(f"{text!r} is not a memory size; write a number and one of {', '.join(UNITS)} (e.g. '350MiB')")
-    size = int(float(match.group(1)) * UNITS[match.group(2)])
+    amount = float(match.group(1))
+    size = int(amount * UNITS[match.group(2)])
+    if amount > 0 and size < 1:
+        raise ValueError(
+            f"memory size {text!r} is less than one byte ('B' means bytes); write the budget with its unit, "
+            "e.g. '500MB' or '350MiB'"
+        )
     if size < 1:
-        raise ValueError(f"memory size {text!r} must be positive")
+        raise ValueError(f"memory size {text!r} must be positive, e.g. '350MiB'")
     return size
 
 

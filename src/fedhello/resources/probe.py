@@ -75,7 +75,9 @@ def probe_costs(
             for layer in range(num_layers)
         ]
     federated.set_trainable(())
-    above = [total - single for total, single in zip(suffix, alone)]  # what the layers above l add to l alone
+    above = [
+        total - single for total, single in zip(suffix, alone, strict=True)
+    ]  # what the layers above l add to l alone
     added = [0] + [above[layer - 1] - above[layer] for layer in range(1, num_layers)]
     parameters = federated.parameters_by_name()
 

@@ -22,6 +22,7 @@ from fedhello.config import ExperimentConfig
 from fedhello.data.instruction_encoding import IGNORE_INDEX, InstructionSplit, encode_instructions
 from fedhello.data.instructions import InstructionData
 from fedhello.data.rouge import rouge_l
+from fedhello.data.splits import Split
 from fedhello.models.federated_model import FederatedModel
 from fedhello.models.loading import ensure_pad_token, load_with_lora
 from fedhello.precision import autocast_for
@@ -61,8 +62,10 @@ class CausalLMTask(Task):
 
     @torch.inference_mode()
     def evaluate(
-        self, federated: FederatedModel, data: InstructionSplit, indices: np.ndarray, settings: EvaluationSettings
+        self, federated: FederatedModel, data: Split, indices: np.ndarray, settings: EvaluationSettings
     ) -> dict[str, Any]:
+        if not isinstance(data, InstructionSplit):
+            raise TypeError(f"causal_lm evaluates an InstructionSplit, not a {type(data).__name__}")
         model, device = federated.model, federated.device
         model.eval()
         total_loss, answer_tokens = 0.0, 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import numpy as np
+import peft
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, f1_score
@@ -78,7 +79,7 @@ class ClassificationTask(Task):
             model, self, head_parameter_names(model, train_pooler=config.model.train_pooler), preprocessor
         )
 
-    def complete_loading(self, model: nn.Module, preprocessor: Any) -> None:
+    def complete_loading(self, model: peft.PeftModel, preprocessor: Any) -> None:
         """Adjust a freshly loaded model and preprocessor to each other (nothing by default)."""
 
     def evaluate(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from transformers import AutoImageProcessor, AutoModelForImageClassification
@@ -21,7 +21,9 @@ class ImageClassificationTask(ClassificationTask):
 
     model_class = AutoModelForImageClassification
     preprocessor_class = AutoImageProcessor
-    model_options = {"ignore_mismatched_sizes": True}  # the checkpoint's head may have other classes
+    model_options: ClassVar[dict[str, Any]] = {
+        "ignore_mismatched_sizes": True
+    }  # the checkpoint's head may have other classes
 
     def encode(
         self,
@@ -31,6 +33,6 @@ class ImageClassificationTask(ClassificationTask):
         positions: np.ndarray,
         config: ExperimentConfig,
     ) -> ImageSplit:
-        num_channels = federated.model.get_base_model().config.num_channels
+        num_channels = federated.model.config.num_channels
         images = getattr(data, f"{split}_images")[positions]
         return image_split(images, getattr(data, f"{split}_labels")[positions], federated.preprocessor, num_channels)

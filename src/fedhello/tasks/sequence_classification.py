@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import numpy as np
-from torch import nn
+import peft
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from fedhello.config import ExperimentConfig
@@ -24,7 +24,7 @@ class SequenceClassificationTask(ClassificationTask):
     model_class = AutoModelForSequenceClassification
     preprocessor_class = AutoTokenizer
 
-    def complete_loading(self, model: nn.Module, tokenizer: Any) -> None:
+    def complete_loading(self, model: peft.PeftModel, tokenizer: Any) -> None:
         ensure_pad_token(tokenizer)
         if model.config.pad_token_id is None:
             model.config.pad_token_id = tokenizer.pad_token_id

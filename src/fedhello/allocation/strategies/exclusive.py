@@ -8,6 +8,7 @@ from fedhello.allocation.registry import register_strategy
 class ExclusiveStrategy(AllocationStrategy):
     name = "exclusive"
     summary = "only full-capability clients train all layers; lower groups sit out"
+    honours_memory_budgets = True
 
     def allocate(self, context: AllocationContext) -> Allocation:
         every_layer = tuple(range(context.num_layers))

@@ -44,7 +44,9 @@ class FedHeLLoParams(TierWeightsParams):
 class FedHeLLoStrategy(KeepsFisherWeights, AllocationStrategy):
     name = "fedhello"
     summary = "RGD with a pattern until fim_start, then Fisher-tier sampling refreshed every fim_every rounds"
+    honours_memory_budgets = True
     Params = FedHeLLoParams
+    params: FedHeLLoParams
     uses_layer_scores = True
 
     def __init__(self, params: FedHeLLoParams) -> None:

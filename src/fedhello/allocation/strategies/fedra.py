@@ -11,6 +11,7 @@ from fedhello.allocation.strategy_utils import sample_allocation
 class FedRAStrategy(AllocationStrategy):
     name = "fedra"
     summary = "each client samples `budget` layers uniformly at random every round"
+    honours_memory_budgets = True
 
     def allocate(self, context: AllocationContext) -> Allocation:
         weights = np.full(context.num_layers, 1.0 / context.num_layers)

@@ -24,7 +24,9 @@ class FIMParams(TierWeightsParams, RefreshEveryParams):
 class FIMStrategy(KeepsFisherWeights, AllocationStrategy):
     name = "fim"
     summary = "each client samples `budget` layers weighted by Fisher-score tiers, refreshed every `every` rounds"
+    honours_memory_budgets = True
     Params = FIMParams
+    params: FIMParams
     uses_layer_scores = True
 
     def __init__(self, params: FIMParams) -> None:

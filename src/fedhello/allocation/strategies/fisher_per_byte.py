@@ -50,6 +50,7 @@ class FisherPerByteStrategy(KeepsFisherWeights, AllocationStrategy):
     summary = (
         "each client greedily takes the layers with the most Fisher score per byte of training memory its budget allows"
     )
+    honours_memory_budgets = True
     Params = RefreshEveryParams
     uses_layer_scores = True
     uses_costs = True

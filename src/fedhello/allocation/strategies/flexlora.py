@@ -18,6 +18,7 @@ What it computes, per adapted module:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 
@@ -25,6 +26,7 @@ from fedhello.aggregation import ClientUpdate
 from fedhello.allocation.base import ModelLayout, StrategyState
 from fedhello.allocation.ranks import RankHeterogeneousStrategy, local_factors
 from fedhello.allocation.registry import register_strategy
+from fedhello.config import Weighting
 from fedhello.tensor_state import TensorState, merged_delta_key
 
 
@@ -67,16 +69,21 @@ class FlexLoRAStrategy(RankHeterogeneousStrategy):
         """The global LoRA state plus every module's full averaged ΔW (evaluated in place of B·A)."""
         return {**global_state, **{merged_delta_key(a): product for a, product in self._products.items()}}
 
-    def aggregate(self, global_state: TensorState, updates: Sequence[ClientUpdate], weighting: str) -> TensorState:
+    def aggregate(
+        self, global_state: TensorState, updates: Sequence[ClientUpdate], weighting: Weighting
+    ) -> TensorState:
         new_state = self.aggregate_head(global_state, updates, weighting)
         if not updates:
             return new_state
         total = float(sum(u.num_samples for u in updates)) if weighting == "samples" else float(len(updates))
         factors = {u.client_id: local_factors(self._downlinked[u.client_id], u) for u in updates}
         for a_name, b_name in self.layout.layer_map.pairs:
-            self._products[a_name] = sum(
-                ((u.num_samples if weighting == "samples" else 1.0) / total)
-                * (factors[u.client_id][b_name] @ factors[u.client_id][a_name])
-                for u in updates
+            self._products[a_name] = cast(  # updates is not empty, so the sum is a tensor
+                torch.Tensor,
+                sum(
+                    ((u.num_samples if weighting == "samples" else 1.0) / total)
+                    * (factors[u.client_id][b_name] @ factors[u.client_id][a_name])
+                    for u in updates
+                ),
             )
         return self.client_start(new_state)

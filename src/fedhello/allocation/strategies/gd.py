@@ -15,7 +15,9 @@ from fedhello.allocation.strategy_utils import PatternParams, fill_in_order
 class GDStrategy(AllocationStrategy):
     name = "gd"
     summary = "each client trains the first `budget` layers of a geometric pattern (fixed sets)"
+    honours_memory_budgets = True
     Params = PatternParams
+    params: PatternParams
 
     def allocate(self, context: AllocationContext) -> Allocation:
         order = pattern_order(self.params.pattern, context.num_layers)

@@ -35,6 +35,7 @@ from fedhello.aggregation import ClientUpdate
 from fedhello.allocation.base import AllocationContext, ClientSlot, StrategyState
 from fedhello.allocation.ranks import RankHeterogeneousStrategy, RankParams, local_factors
 from fedhello.allocation.registry import register_strategy
+from fedhello.config import Weighting
 from fedhello.tensor_state import TensorState, pad_factor
 
 
@@ -68,6 +69,7 @@ class HetLoRAStrategy(RankHeterogeneousStrategy):
     name = "hetlora"
     summary = "all layers at per-group LoRA ranks; zero-padded norm-weighted average over all participants, truncate"
     Params = HetLoRAParams
+    params: HetLoRAParams
 
     def __init__(self, params: HetLoRAParams) -> None:
         super().__init__(params)
@@ -84,7 +86,9 @@ class HetLoRAStrategy(RankHeterogeneousStrategy):
     def load_state_dict(self, state: StrategyState) -> None:
         self._pruned_ranks = {int(client): int(rank) for client, rank in state.values.get("pruned_ranks", {}).items()}
 
-    def aggregate(self, global_state: TensorState, updates: Sequence[ClientUpdate], weighting: str) -> TensorState:
+    def aggregate(
+        self, global_state: TensorState, updates: Sequence[ClientUpdate], weighting: Weighting
+    ) -> TensorState:
         new_state = self.aggregate_head(global_state, updates, weighting)
         if not updates:
             return new_state

@@ -10,7 +10,9 @@ from fedhello.allocation.strategy_utils import PatternParams, sample_allocation
 class RGDStrategy(AllocationStrategy):
     name = "rgd"
     summary = "each client samples `budget` layers, weighted by the pattern's count profile"
+    honours_memory_budgets = True
     Params = PatternParams
+    params: PatternParams
 
     def allocate(self, context: AllocationContext) -> Allocation:
         weights = profile_weights(self.params.pattern, context.num_layers, context.group_budgets)

@@ -17,6 +17,7 @@ class StragglerStrategy(AllocationStrategy):
     name = "straggler"
     summary = "every client trains the smallest group budget, the same layers (pattern's first k)"
     Params = StragglerParams
+    params: StragglerParams
 
     def allocate(self, context: AllocationContext) -> Allocation:
         layers = pattern_layers(self.params.pattern, context.num_layers, min(context.group_budgets))
