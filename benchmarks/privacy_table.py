@@ -32,7 +32,7 @@ def cell_row(run: Path) -> list[object]:
     if private:
         ratios = [[p["layer_noise_to_signal"][layer] for p in private] for layer in range(len(coverage))]
         head = np.median([p["head_noise_to_signal"] for p in private])
-        shown = [f"{np.median(values):.0f}" if None not in values else "–" for values in ratios]  # –: never trained
+        shown = [f"{np.median(values):.0f}" if None not in values else "-" for values in ratios]  # -: never trained
         epsilon, noise = f"{private[-1]['epsilon']:.2f}", " ".join(shown) + f" / head {head:.1f}"
     else:
         epsilon, noise = "∞ (no DP)", ""

@@ -153,7 +153,7 @@ def test_epsilon_is_the_librarys_value(noise, clients, per_round, rounds, delta)
 
 
 def test_sampling_everyone_is_the_plain_gaussian_with_replace_one_sensitivity() -> None:
-    """q = 1: no amplification; replacing a clipped update moves the sum by 2C, so σ counts half."""
+    """q = 1: no amplification; replacing a clipped update moves the sum by 2C, so the noise multiplier counts half."""
     plain = RdpAccountant().compose(dp_event.SelfComposedDpEvent(dp_event.GaussianDpEvent(1.5), 10))
     assert epsilon(3.0, 50, 50, 10, 1e-5) == pytest.approx(plain.get_epsilon(1e-5), rel=1e-9)
 

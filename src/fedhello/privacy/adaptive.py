@@ -19,7 +19,7 @@ def default_count_stddev(clients_per_round: int) -> float:
 def adaptive_noise_split(noise_multiplier: float, count_stddev: float) -> float:
     """The update noise multiplier that, with the count noised at `count_stddev`, totals `noise_multiplier`.
 
-    z_Δ = (z⁻² − (2σ_b)⁻²)^(−1/2): each unclipped bit, centred, has sensitivity 1/2.
+    z_update = (z^-2 - (2 sigma_count)^-2)^(-1/2): each unclipped bit, centred, has sensitivity 1/2.
     """
     if 2 * count_stddev <= noise_multiplier:
         raise ValueError(

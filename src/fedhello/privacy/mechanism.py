@@ -115,8 +115,8 @@ class PrivateAggregator:
         """The noised per-tensor means and the round's privacy record.
 
         `reported_within_clip[client]`: whether a client-side clipper found the update
-        within the clip norm (with server clipping it is measured here). Every update is clipped here as well, so a client that did
-        not clip cannot break the bound.
+        within the clip norm (with server clipping it is measured here). Every update is
+        clipped here as well, so a client that did not clip cannot break the bound.
         """
         clip_norm = self.clip_norm
         sums: dict[str, torch.Tensor] = {}
@@ -148,7 +148,7 @@ class PrivateAggregator:
         for update in updates:
             for slot in {plan.slot(name) for name in update.deltas}:
                 contributors[slot] += 1
-        ratios = [math.sqrt(n / s) if s > 0 else None for n, s in zip(noise_sq, signal_sq)]
+        ratios = [math.sqrt(n / s) if s > 0 else None for n, s in zip(noise_sq, signal_sq, strict=True)]
         unclipped_fraction = self._adapt_clip_norm(within_clip, plan.num_clients, round_number)
         record = PrivacyRecord(
             epsilon=self.epsilon_after(round_number),
