@@ -90,6 +90,28 @@ def _flower_app(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_partitions(args: argparse.Namespace) -> int:
+    from fedhello.config import load_config
+    from fedhello.node_preparation import export_partitions
+
+    config = load_config(args.preset, args.config, args.set)
+    manifest = export_partitions(config, args.out)
+    suffix = next(args.out.glob("client-000.*")).suffix
+    print(
+        f"{config.federation.num_clients} node data files and {manifest.name} written to {args.out}; start node N "
+        "with: fedhello node -- ... --node-config "
+        f"'partition-id=N data-path=\"{args.out.resolve()}/client-NNN{suffix}\"'"
+    )
+    return 0
+
+
+def _node(args: argparse.Namespace) -> int:
+    from fedhello.flower.node_worker import run_node
+
+    arguments = args.supernode_arguments
+    return run_node(arguments[1:] if arguments[:1] == ["--"] else arguments, args.socket)
+
+
 def _compare(args: argparse.Namespace) -> int:
     from fedhello.comparison.grid import load_comparison, run_comparison
     from fedhello.comparison.report import write_report
@@ -261,6 +283,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue the interrupted run in --run-dir from its last checkpoint (with its own config.yaml)",
     )
     flower_app.set_defaults(handler=_flower_app)
+
+    export = commands.add_parser(
+        "export-partitions", help="write the simulated partition as one node data file per client, plus a manifest"
+    )
+    export.add_argument("--preset", help="a shipped preset (see `fedhello presets`)")
+    export.add_argument("--config", type=Path, help="a YAML config file, applied over the preset")
+    export.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one field")
+    export.add_argument("--out", type=Path, required=True, help="the folder to write client-NNN files into")
+    export.set_defaults(handler=_export_partitions)
+
+    node = commands.add_parser(
+        "node",
+        help="run a Flower SuperNode with a long-lived fedhello worker that keeps the model and data loaded",
+        description="Starts the node worker, then `flower-supernode SUPERNODE_ARGUMENTS` whose ClientApp forwards "
+        "every message to the worker; stops both when either ends. Example: fedhello node -- --insecure "
+        "--superlink 127.0.0.1:9092 --port 9094 --node-config 'partition-id=0 data-path=\"/data/mine.jsonl\"'",
+    )
+    node.add_argument(
+        "--socket", type=Path, help="the worker's Unix socket (default: a new private folder under the temp dir)"
+    )
+    node.add_argument("supernode_arguments", nargs=argparse.REMAINDER, help="after --: flower-supernode's arguments")
+    node.set_defaults(handler=_node)
 
     compare = commands.add_parser("compare", help="run a grid of methods x partitions x seeds and tabulate it")
     compare.add_argument("--preset", help="a shipped comparison preset (see `fedhello presets`)")

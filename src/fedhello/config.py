@@ -120,6 +120,19 @@ class DataConfig(_Section):
     max_test_samples: int | None = Field(
         None, ge=1, description="cap on test samples (seeded subsample; for quick checks)"
     )
+    labels: list[str] | None = Field(
+        None,
+        description="the label set (class or category names, in head order) every node's data is checked "
+        "against; null: the dataset's own label names. Set it for a deployment whose nodes train on "
+        "their own files, so no node needs the dataset",
+    )
+
+    @field_validator("labels")
+    @classmethod
+    def _distinct_labels(cls, labels: list[str] | None) -> list[str] | None:
+        if labels is not None and (not labels or len(set(labels)) != len(labels)):
+            raise ValueError("must be a non-empty list of distinct label names")
+        return labels
 
 
 class PartitionConfig(_Section):

@@ -12,6 +12,10 @@ class ConfigError(ValueError):
     """A configuration problem: names the field and what is allowed."""
 
 
+class NodeDataError(ConfigError):
+    """A node's own data file or one of its rows is unusable: names the file, the row and what is wrong."""
+
+
 class EngineError(RuntimeError):
     """A distributed engine could not run (Flower processes, nodes, the app); the CLI prints it and exits with 1."""
 

@@ -8,6 +8,7 @@ in-process run or loaded once per Flower client process.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,8 +34,8 @@ class ClientRuntime:
 
     federated: FederatedModel
     train: Split
-    test: Split
-    client_indices: list[np.ndarray]
+    test: Split | None  # None on a Flower node that evaluates no personal model
+    client_indices: Sequence[np.ndarray] | Mapping[int, np.ndarray]  # a client's positions in `train`
     settings: LocalTrainingSettings
     seed: int
     evaluation: EvaluationSettings
@@ -50,8 +51,8 @@ class ClientRuntime:
         config: ExperimentConfig,
         federated: FederatedModel,
         train: Split,
-        test: Split,
-        client_indices: list[np.ndarray],
+        test: Split | None,
+        client_indices: Sequence[np.ndarray] | Mapping[int, np.ndarray],
     ) -> ClientRuntime:
         training = config.training
         settings = LocalTrainingSettings(
@@ -136,7 +137,7 @@ class Client:
 
     def evaluate_personal(self, runtime: ClientRuntime, candidates: np.ndarray) -> EvalResult | None:
         """This client's own model on the test samples (among `candidates`) of the classes it holds."""
-        if not self.state:
+        if not self.state or runtime.test is None:
             return None
         own_classes = np.unique(runtime.train.classes.numpy()[runtime.client_indices[self.client_id]])
         own = candidates[np.isin(runtime.test.classes.numpy()[candidates], own_classes)]

@@ -1,80 +1,80 @@
 """The Flower ClientApp: one node is one fedhello client, running the same `Client`.
 
-The node's `partition-id` (node config) is its fedhello client id, so its data partition
-is stable whatever node id Flower assigns; an optional `capability-group` overrides
-the seeded group assignment (real devices know what they can afford). The client's own
-tensors (local head, personal model) live in the node's `context.state` between rounds.
+Node config (`flower-supernode --node-config 'partition-id=3 data-path="/data/mine.jsonl"'`;
+Flower reads the values as TOML, so strings are quoted):
 
-The loaded task (frozen base model, encoded data) is cached per process and config:
-Flower's simulation reuses worker processes, so each loads it once. Flower 1.42's
-deployment engine starts a fresh ClientApp process per message, so there every message
-loads it again (from local files: the cost is in the README's overhead table).
+- `partition-id` (required): the node's fedhello client id, stable whatever node id Flower assigns.
+- `data-path`: the node's own data file (formats in `fedhello.data.node_files`); without it the
+  node trains on its shard of the simulated partition.
+- `cache-dir`: where the node caches its encoded samples (default `~/.cache/fedhello/node-data`).
+- `capability-group`: overrides the seeded group assignment (real devices know what they can afford).
+
+Flower 1.42's deployment starts a fresh ClientApp process per message. With the environment
+variable `FEDHELLO_NODE_WORKER` naming a node worker's socket (`fedhello node` sets it), this
+module is a thin forwarder that imports nothing of fedhello's heavy parts (torch,
+transformers): the worker keeps the model and the encoded samples loaded. Without it the
+message is handled here (`fedhello.flower.node_client`), loading the model and the node's
+cached samples; Flower's simulation reuses worker processes, so there each loads them once.
+
+A node whose data is unusable answers with an error reply whose reason is one line (file,
+row, what is wrong); the server drops it from the round with that reason.
 """
 
 from __future__ import annotations
 
-from flwr.app import ConfigRecord, Context, Message, RecordDict
+import os
+
+from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedhello.federation.client import Client, ClientRuntime
-from fedhello.flower import codec
-from fedhello.flower.run_settings import config_key, decode_config, encoded_config
-from fedhello.preparation import prepare_task
+from fedhello.flower.node_worker import WORKER_ENV, forward
 
-STATE_KEY = "fedhello-client-state"
+NODE_ERROR = 2  # flwr's ErrorCode.CLIENT_APP_RAISED_EXCEPTION
 PARTITION_ID, CAPABILITY_GROUP = "partition-id", "capability-group"
 
 app = ClientApp()
-_RUNTIMES: dict[str, ClientRuntime] = {}
 
 
-def client_runtime(context: Context) -> ClientRuntime:
-    encoded = encoded_config(context.run_config)
-    key = config_key(encoded)
-    if key not in _RUNTIMES:
-        config = decode_config(encoded)
-        _RUNTIMES[key] = prepare_task(config, measure_costs=False).client_runtime(config)
-    return _RUNTIMES[key]
+def refused(msg: Message, reason: str) -> Message:
+    """An error reply whose reason is one line (not Flower's `<class ...>:<'...'>` wrapping of an exception)."""
+    return Message(Error(code=NODE_ERROR, reason=reason), reply_to=msg)
 
 
-def client_id(context: Context) -> int:
-    if PARTITION_ID not in context.node_config:
-        raise RuntimeError(
-            f"node config lacks {PARTITION_ID!r}: start the SuperNode with --node-config '{PARTITION_ID}=N'"
-        )
-    return int(context.node_config[PARTITION_ID])
+def handle(kind: str, msg: Message, context: Context) -> Message:
+    socket_path = os.environ.get(WORKER_ENV)
+    if socket_path:
+        content, error = forward(socket_path, kind, msg.content, context)
+    else:
+        from fedhello.errors import ConfigError
+        from fedhello.flower.node_client import HANDLERS
 
-
-def load_client(context: Context) -> Client:
-    record = context.state.array_records.get(STATE_KEY)
-    return Client(client_id(context), codec.tensors_from_record(record) if record is not None else None)
+        try:
+            content, error = HANDLERS[kind](msg.content, context.state, context.run_config, context.node_config), None
+        except ConfigError as refusal:
+            content, error = None, str(refusal).splitlines()[0]
+    if error is not None or content is None:
+        return refused(msg, error or f"the node gave no reply to a {kind} message")
+    return Message(content, reply_to=msg)
 
 
 @app.query()
 def identify(msg: Message, context: Context) -> Message:
     """Which fedhello client this node is, and its capability group if the node config sets one."""
+    if PARTITION_ID not in context.node_config:
+        return refused(
+            msg, f"node config lacks {PARTITION_ID!r}: start the SuperNode with --node-config '{PARTITION_ID}=N'"
+        )
+    client_id = int(context.node_config[PARTITION_ID])
     group = int(context.node_config.get(CAPABILITY_GROUP, -1))
-    return Message(
-        RecordDict({"identity": ConfigRecord({"client-id": client_id(context), "group": group})}), reply_to=msg
-    )
+    return Message(RecordDict({"identity": ConfigRecord({"client-id": client_id, "group": group})}), reply_to=msg)
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    instruction = codec.decode_instruction(msg.content)
-    client = load_client(context)
-    if instruction.client_id != client.client_id:
-        raise RuntimeError(
-            f"node holds client {client.client_id} but was sent client {instruction.client_id}'s instruction"
-        )
-    reply = client.fit(instruction, client_runtime(context))
-    context.state[STATE_KEY] = codec.tensors_to_record(client.state)
-    return Message(codec.encode_reply(reply), reply_to=msg)
+    return handle("train", msg, context)
 
 
 @app.evaluate()
 def evaluate_personal(msg: Message, context: Context) -> Message:
     """Personal-model strategies: this client's own model on the test samples of its classes."""
-    _, indices = codec.decode_evaluation_request(msg.content)
-    result = load_client(context).evaluate_personal(client_runtime(context), indices)
-    return Message(codec.encode_evaluation(result), reply_to=msg)
+    return handle("evaluate", msg, context)

@@ -11,6 +11,7 @@ SuperNode and the SuperLink need fedhello installed (the app holds no code of it
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -18,7 +19,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+
+from typing_extensions import Self
 
 from fedhello.config import ExperimentConfig
 from fedhello.errors import ConfigError, EngineError
@@ -120,6 +124,9 @@ def write_flower_app(
     return app_dir
 
 
+SUPEREXEC_POLL_ENV, SUPEREXEC_POLL_S = "FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.1"
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -135,22 +142,50 @@ def flower_command(name: str) -> str:
     return found
 
 
+def node_config_text(values: dict[str, str | int | float]) -> str:
+    """A `--node-config` value: Flower parses each value as TOML, so strings are quoted."""
+    return " ".join(f"{key}={json.dumps(value)}" for key, value in values.items())
+
+
 class LocalDeployment:
-    """A SuperLink and `num_nodes` SuperNodes (partition-id 0..n-1) on loopback, insecure."""
+    """A SuperLink and `num_nodes` SuperNodes (partition-id 0..n-1) on loopback, insecure.
+
+    `node_configs` adds node config entries per node (e.g. its `data-path`); with `workers`
+    each SuperNode runs under `fedhello node`, with a long-lived worker beside it.
+    """
 
     CONNECTION = "fedhello-local"
 
-    def __init__(self, work_dir: Path, num_nodes: int) -> None:
+    def __init__(
+        self,
+        work_dir: Path,
+        num_nodes: int,
+        node_configs: Sequence[dict[str, str | int | float]] | None = None,
+        *,
+        workers: bool = False,
+    ) -> None:
+        if node_configs is not None and len(node_configs) != num_nodes:
+            raise ValueError(f"{len(node_configs)} node configs for {num_nodes} nodes")
         self.work_dir = work_dir.resolve()
         self.num_nodes = num_nodes
+        self.node_configs = list(node_configs or [{} for _ in range(num_nodes)])
+        self.workers = workers
         self.port = free_port()
         self.processes: dict[str, subprocess.Popen] = {}
 
     @staticmethod
     def environment() -> dict[str, str]:
-        """This environment, with the Flower commands first on PATH (the SuperLink starts `flower-superexec`)."""
+        """This environment, with the Flower commands first on PATH (the SuperLink starts `flower-superexec`).
+
+        SuperExec polls for work to start an app process every second by default
+        (flwr/supercore/superexec/run_superexec.py); every message waits for it, so poll faster.
+        """
         bin_dir = str(Path(flower_command("flower-superlink")).parent)
-        return {**os.environ, "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")])}
+        return {
+            SUPEREXEC_POLL_ENV: SUPEREXEC_POLL_S,
+            **os.environ,
+            "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")]),
+        }
 
     def _start(self, name: str, command: list[str]) -> None:
         home = self.work_dir / name
@@ -175,7 +210,7 @@ class LocalDeployment:
             time.sleep(0.5)
         raise EngineError(f"the SuperLink did not open port {self.port} within {timeout_s:.0f} s")
 
-    def start(self) -> LocalDeployment:
+    def start(self) -> Self:
         address = f"127.0.0.1:{self.port}"
         self._start(
             "superlink",
@@ -190,20 +225,18 @@ class LocalDeployment:
             ],
         )
         self.wait_for_superlink()
-        for node in range(self.num_nodes):
-            self._start(
-                f"supernode{node}",
-                [
-                    flower_command("flower-supernode"),
-                    "--insecure",
-                    "--superlink",
-                    address,
-                    "--port",
-                    str(free_port()),
-                    "--node-config",
-                    f"partition-id={node} num-partitions={self.num_nodes}",
-                ],
-            )
+        supernode = flower_command("flower-supernode")
+        for node, extra in enumerate(self.node_configs):
+            node_config = {
+                "partition-id": node,
+                "num-partitions": self.num_nodes,
+                "cache-dir": str(self.work_dir / f"supernode{node}" / "cache"),  # each node its own disk
+                **extra,
+            }
+            arguments = ["--insecure", "--superlink", address, "--port", str(free_port())]
+            arguments += ["--node-config", node_config_text(node_config)]
+            launcher = [sys.executable, "-m", "fedhello.cli", "node", "--"] if self.workers else [supernode]
+            self._start(f"supernode{node}", [*launcher, *arguments])
         cli_home = self.work_dir / "cli"
         cli_home.mkdir(parents=True, exist_ok=True)
         (cli_home / "config.toml").write_text(
@@ -225,6 +258,7 @@ class LocalDeployment:
             capture_output=True,
             text=True,
             timeout=timeout_s,
+            check=False,
         )
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
@@ -243,7 +277,7 @@ class LocalDeployment:
         for name in reversed(list(self.processes)):
             self.kill(name, signal.SIGTERM)
 
-    def __enter__(self) -> LocalDeployment:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -251,13 +285,13 @@ class LocalDeployment:
 
 
 def run_local_deployment(config: ExperimentConfig, run_dir: Path, *, resume: bool, costs: CostModel | None) -> None:
-    """Start a loopback deployment with one SuperNode per client, run the app on it, stop everything.
+    """Start a loopback deployment with one SuperNode (and node worker) per client, run the app, stop everything.
 
     Its processes live in `<run>/flower/` (a resume starts a fresh SuperLink and SuperNodes there).
     """
     work_dir = run_dir / "flower"
     app_dir = write_flower_app(config, run_dir, work_dir / "app", resume=resume, engine=LOCAL_DEPLOYMENT, costs=costs)
-    with LocalDeployment(work_dir, config.federation.num_clients) as deployment:
+    with LocalDeployment(work_dir, config.federation.num_clients, workers=True) as deployment:
         result = deployment.run_app(app_dir)
     if result.returncode != 0 or not (run_dir / "summary.md").exists():
         tail = (result.stdout + result.stderr).strip().splitlines()[-15:]
