@@ -64,14 +64,28 @@ def _without_times(path):
     return [{k: v for k, v in record.items() if not k.endswith("time_s")} for record in read_jsonl(path)]
 
 
+# Differential privacy with client-side clipping: the ClientApp clips, the ServerApp's `Server` adds the same noise.
+PRIVATE = (
+    "training.weighting=uniform",
+    "privacy.mode=client",
+    "privacy.clip_norm=0.05",
+    "privacy.noise_multiplier=0.8",
+    "privacy.delta=0.01",
+)
+
+
 @pytest.mark.slow  # Ray's start-up: minutes on 2 cores
-def test_flower_simulation_equals_the_inprocess_engine(tiny_vit_folder, tmp_path, round_states, one_torch_thread):
+@pytest.mark.parametrize("extra", [(), pytest.param(PRIVATE, id="private")])
+def test_flower_simulation_equals_the_inprocess_engine(
+    tiny_vit_folder, tmp_path, round_states, one_torch_thread, extra
+):
     """One intra-op thread here, as in Flower's one-CPU Ray workers, so both sum in the same order."""
-    config = flower_config(tiny_vit_folder)
+    config = flower_config(tiny_vit_folder, *extra)
     inprocess = run_experiment(config, tmp_path / "inprocess")
     inprocess_states = list(round_states)
     round_states.clear()
     flower = run_experiment(config, tmp_path / "flower", engine="flower-sim")
+    runs = (inprocess, flower)
 
     assert len(inprocess_states) == len(round_states) == 2
     initial = inprocess_states[0]
@@ -94,6 +108,10 @@ def test_flower_simulation_equals_the_inprocess_engine(tiny_vit_folder, tmp_path
         }
         assert theirs["train_loss"] == pytest.approx(ours["train_loss"], rel=1e-4)
     assert flower.final_eval.accuracy == pytest.approx(inprocess.final_eval.accuracy, abs=0.01)
+    if config.privacy.enabled:
+        epsilons = [[r["privacy"]["epsilon"] for r in read_jsonl(run.out_dir / "metrics.jsonl")] for run in runs]
+        assert epsilons[0] == epsilons[1] and len(epsilons[0]) == 2
+        assert all(client["within_clip"] is not None for client in flower_clients if client["status"] == "trained")
     assert json.loads((flower.out_dir / "run_info.json").read_text())["engine"] == "flower-sim"
     for name in ("summary.md", "metrics.csv", "partition.csv", "adapter.safetensors", "fisher.jsonl"):
         assert (flower.out_dir / name).stat().st_size > 0, name

@@ -188,6 +188,7 @@ def save_checkpoint(
         "tensors": tensor_file,
         "tensors_sha256": _sha256(data),
         "strategy_values": server.strategy.values,
+        "privacy": server.privacy,
         "clients": sorted(clients),
         "records": _record_digests(run_dir),
     }
@@ -277,7 +278,10 @@ def load_checkpoint(run_dir: Path, config_text: str, strategy_name: str, expecte
             _, client, tensor_name_ = name.split("/", 2)
             clients.setdefault(int(client), {})[tensor_name_] = tensor
     server = ServerState(
-        round_number, global_tensors, StrategyState(strategy_tensors, dict(state.get("strategy_values") or {}))
+        round_number,
+        global_tensors,
+        StrategyState(strategy_tensors, dict(state.get("strategy_values") or {})),
+        dict(state.get("privacy") or {}),
     )
     return Checkpoint(round_number, server, clients, records)
 

@@ -312,6 +312,59 @@ class OutputConfig(_Section):
     progress: bool = Field(True, description="show a progress bar")
 
 
+MAX_NOISE_MULTIPLIER = 100.0  # noise std above 100 x clip_norm drowns any update; target_epsilon searches below it
+
+
+class PrivacyConfig(_Section):
+    """User-level central differential privacy (DP-FedAvg); see the README's Privacy section."""
+
+    mode: Literal["off", "client", "server"] = Field(
+        "off",
+        description="off; client: each client clips its whole update before replying (the server never sees an "
+        "unclipped update); server: the server clips each update before aggregating. Either way the server adds "
+        "the noise",
+    )
+    clip_norm: float = Field(
+        1.0,
+        gt=0,
+        description="L2 bound on a client's whole update (every tensor it sends); the start value when adaptive",
+    )
+    noise_multiplier: float | None = Field(
+        None,
+        gt=0,
+        le=MAX_NOISE_MULTIPLIER,
+        description="noise std per coordinate of each tensor's sum = noise_multiplier x clip_norm",
+    )
+    target_epsilon: float | None = Field(
+        None,
+        gt=0,
+        description="instead of noise_multiplier: the smallest noise reaching this ε at delta after all rounds",
+    )
+    delta: float = Field(
+        1e-5, gt=0, lt=1, description="δ of the reported (ε, δ); must be below 1 / federation.num_clients"
+    )
+    adaptive: bool = Field(
+        False, description="adaptive clipping (Andrew et al. 2021): clip_norm follows a quantile of update norms"
+    )
+    target_quantile: float = Field(0.5, ge=0, le=1, description="adaptive: the fraction of updates left unclipped")
+    clip_learning_rate: float = Field(0.2, gt=0, description="adaptive: geometric step of the clip norm per round")
+    clipped_count_stddev: float | None = Field(
+        None, gt=0, description="adaptive: noise std of the unclipped-update count (null: clients_per_round / 20)"
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "off"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PrivacyConfig:
+        if not self.enabled:
+            return self
+        if (self.noise_multiplier is None) == (self.target_epsilon is None):
+            raise ValueError(f"mode {self.mode} needs exactly one of noise_multiplier and target_epsilon")
+        return self
+
+
 class ExperimentConfig(_Section):
     name: str = Field(
         "default",
@@ -340,6 +393,7 @@ class ExperimentConfig(_Section):
     faults: list[FaultConfig] = Field(
         default_factory=list, description="fault injection: clients that misbehave on purpose"
     )
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
 
     @field_validator("name")
@@ -358,6 +412,14 @@ class ExperimentConfig(_Section):
             bad = [client for client in fault.clients if not 0 <= client < self.federation.num_clients]
             if bad:
                 raise ValueError(f"faults[{index}]: client {bad[0]} is not in 0..{self.federation.num_clients - 1}")
+        return self
+
+    @model_validator(mode="after")
+    def _privacy_fits(self) -> ExperimentConfig:
+        if self.privacy.enabled:
+            from fedhello.privacy.validation import check_privacy_config
+
+            check_privacy_config(self)
         return self
 
 

@@ -114,6 +114,8 @@ def progress_reporter(config: ExperimentConfig, start: int) -> tuple[tqdm, Calla
             loss = "no client trained" if record.train_loss is None else f"train loss {record.train_loss:.4f}"
             shown_metrics = "  ".join(f"{METRIC_LABELS[name]} {value:.4f}" for name, value in metrics.items())
             progress.write(f"round {record.round:>4}  {loss}  {record.eval.split} {shown_metrics}")
+        if record.privacy is not None:
+            shown["ε"] = f"{record.privacy.epsilon:.3g}"
         progress.set_postfix(shown)
         progress.update(1)
 

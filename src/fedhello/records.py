@@ -120,12 +120,36 @@ class ClientRecord(JsonRecord):
     activation_bytes: int = 0
     state_bytes: int = 0  # gradients + AdamW states of the trained tensors (fp32 states)
     reason: str | None = None
+    within_clip: bool | None = None  # privacy.mode client: the update's norm was within clip_norm before clipping
 
 
 @dataclass
 class DroppedClient(JsonRecord):
     client: int
     reason: str
+
+
+@dataclass
+class PrivacyRecord(JsonRecord):
+    """A round of differentially private aggregation (`privacy` in metrics.jsonl).
+
+    `epsilon` is ε at `delta` after this round. Per layer (and for the head): how many
+    accepted clients contributed, and the noise-to-signal ratio ||noise|| / ||sum of
+    clipped updates|| over the layer's tensors (null where no one was asked to train it).
+    The ratio is computed from the unnoised sum: an operator's diagnostic outside the
+    guarantee, like the training loss.
+    """
+
+    epsilon: float
+    delta: float
+    noise_multiplier: float
+    clip_norm: float
+    noise_std: float
+    layer_contributors: list[int]
+    layer_noise_to_signal: list[float | None]
+    head_contributors: int = 0
+    head_noise_to_signal: float | None = None
+    unclipped_fraction: float | None = None  # adaptive clipping: the noised fraction of updates within clip_norm
 
 
 @dataclass
@@ -144,12 +168,14 @@ class RoundRecord(JsonRecord):
     eval_time_s: float = 0.0
     wall_time_s: float = 0.0
     status: Literal["empty"] | None = None  # "empty": no client's update survived, the model is unchanged
+    privacy: PrivacyRecord | None = None  # set when differential privacy is on
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RoundRecord:
         record = super().from_json(data)
         record.dropped = [DroppedClient.from_json(d) for d in data.get("dropped", [])]
         record.eval = EvalResult.from_json(data["eval"]) if data.get("eval") else None
+        record.privacy = PrivacyRecord.from_json(data["privacy"]) if data.get("privacy") else None
         return record
 
 

@@ -23,6 +23,7 @@ STREAMS = (
     "proxy",
     "eval",
     "pretrain",
+    "privacy",
 )
 
 

@@ -15,6 +15,7 @@ from importlib.metadata import entry_points
 from fedhello.allocation.base import AllocationStrategy
 from fedhello.config import ExperimentConfig
 from fedhello.errors import ConfigError
+from fedhello.privacy.validation import check_private_strategy
 
 _STRATEGIES: dict[str, type[AllocationStrategy]] = {}
 _ENTRY_POINT_GROUP = "fedhello.strategies"
@@ -84,4 +85,5 @@ def strategy_from_config(config: ExperimentConfig) -> AllocationStrategy:
             f"config field 'allocation.strategy': {strategy.name!r} does not keep clients within the memory budgets "
             f"of 'groups.budgets' ({', '.join(memory)}); use layer-count budgets, or a strategy that does: {keeps}"
         )
+    check_private_strategy(config, strategy)
     return strategy

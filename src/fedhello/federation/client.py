@@ -19,6 +19,7 @@ from fedhello.config import ExperimentConfig
 from fedhello.data.splits import Split
 from fedhello.federation.messages import ClientReply, TrainInstruction
 from fedhello.models.federated_model import FederatedModel
+from fedhello.privacy.clipping import clip_update
 from fedhello.records import ClientRecord, EvalResult
 from fedhello.resources.cost_model import trained_state_bytes
 from fedhello.seeding import torch_generator, torch_seed
@@ -112,6 +113,9 @@ class Client:
             {name: after[name][leading_block(start[name].shape)] for name in names if name not in kept},
             {name: start[name] for name in names if name not in kept},
         )
+        within_clip = None
+        if instruction.clip_norm is not None:  # differential privacy: nothing unclipped leaves the client
+            deltas, within_clip = clip_update(deltas, instruction.clip_norm)
         record = ClientRecord(
             round=instruction.round,
             client=self.client_id,
@@ -127,6 +131,7 @@ class Client:
             bytes_up=state_bytes(deltas),
             activation_bytes=result.activation_bytes,
             state_bytes=trained_state_bytes(loaded.values()),
+            within_clip=within_clip,
         )
         return ClientReply(ClientUpdate(self.client_id, deltas, len(samples)), record)
 

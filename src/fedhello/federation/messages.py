@@ -24,6 +24,7 @@ class TrainInstruction:
     head, a whole personal model): it starts from its own copy, and never sends them.
     `discard` names tensors the client trains from what it was sent but neither returns
     nor keeps (`training.head: reset`: the head is trained locally, then thrown away).
+    `clip_norm` (privacy.mode client) is the L2 bound the client clips its whole update to.
     """
 
     round: int
@@ -35,6 +36,7 @@ class TrainInstruction:
     train_head: bool
     keep_local: tuple[str, ...] = ()
     discard: tuple[str, ...] = ()
+    clip_norm: float | None = None
 
 
 @dataclass

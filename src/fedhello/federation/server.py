@@ -29,6 +29,7 @@ from fedhello.allocation.base import (
 from fedhello.allocation.groups import CapabilityGroups
 from fedhello.config import ExperimentConfig
 from fedhello.federation.messages import ClientReply, TrainInstruction
+from fedhello.privacy.mechanism import PlannedContributions, PrivateAggregator
 from fedhello.records import (
     AllocationRecord,
     AssignedLayers,
@@ -60,6 +61,7 @@ class ServerState:
     round: int
     global_tensors: TensorState
     strategy: StrategyState = field(default_factory=StrategyState)
+    privacy: dict[str, float] = field(default_factory=dict)  # the adaptive clip norm
 
 
 @dataclass
@@ -133,16 +135,20 @@ class Server:
         )
         self._sent_names = tuple(name for name in everything if name not in self.kept_by_clients)
         self._head = head
+        self.privacy = PrivateAggregator.from_config(config) if config.privacy.enabled else None
 
     # ------------------------------------------------------------------ state
 
     def state_dict(self) -> ServerState:
-        return ServerState(self.round, dict(self.global_state), self.strategy.state_dict())
+        privacy = self.privacy.state_dict() if self.privacy else {}
+        return ServerState(self.round, dict(self.global_state), self.strategy.state_dict(), privacy)
 
     def load_state_dict(self, state: ServerState) -> None:
         self.round = state.round
         self.global_state = dict(state.global_tensors)
         self.strategy.load_state_dict(state.strategy)
+        if self.privacy:
+            self.privacy.load_state_dict(state.privacy)
 
     @property
     def finished(self) -> bool:
@@ -192,12 +198,20 @@ class Server:
                     train_head=self.config.training.head != "frozen",
                     keep_local=self.kept_by_clients,
                     discard=self.layout.head_names if self.config.training.head == "reset" else (),
+                    clip_norm=self.privacy.clip_norm if self.privacy and self.privacy.clips_on_client else None,
                 )
             )
         return RoundPlan(round_number, slots, allocation, instructions, idle, started)
 
     def update_cap(self, instruction: TrainInstruction) -> int:
         return update_cap(self.config, instruction)
+
+    def expected_names(self, instruction: TrainInstruction) -> set[str]:
+        """The tensors a client's reply to `instruction` may hold: its layers' and the head, less what it keeps."""
+        allowed = set(self.layout.layer_map.names_for(instruction.layers))
+        if instruction.train_head:
+            allowed |= self._head
+        return allowed - set(instruction.keep_local) - set(instruction.discard)
 
     def check_reply(self, instruction: TrainInstruction, reply: ClientReply) -> None:
         """Reject a reply that holds anything but finite deltas of what the client was told to train.
@@ -211,13 +225,9 @@ class Server:
             raise UpdateRejected(f"update is {size} bytes, over the cap of {cap} bytes")
         if update.client_id != instruction.client_id:
             raise UpdateRejected(f"reply names client {update.client_id}")
-        allowed = set(self.layout.layer_map.names_for(instruction.layers))
-        if instruction.train_head:
-            allowed |= self._head
-        allowed -= set(instruction.keep_local) | set(instruction.discard)
-        extra = set(update.deltas) - allowed
+        extra = set(update.deltas) - self.expected_names(instruction)
         if extra:
-            raise UpdateRejected(f"update holds {len(extra)} tensors it was not allocated, e.g. {sorted(extra)[0]}")
+            raise UpdateRejected(f"update holds {len(extra)} tensors it was not allocated, e.g. {min(extra)}")
         for name, delta in update.deltas.items():
             sent = instruction.tensors[name]
             if delta.shape != sent.shape or delta.dtype != sent.dtype:
@@ -252,7 +262,16 @@ class Server:
         answered = {reply.update.client_id for reply in replies} | {d.client for d in dropped}
         dropped += [DroppedClient(client, "no reply") for client in instructions if client not in answered]
 
-        if accepted:
+        privacy_record = None
+        if self.privacy is not None:  # differential privacy: noise even when nothing arrived (see fedhello.privacy)
+            self.global_state, privacy_record = self.privacy.aggregate(
+                self.global_state,
+                [reply.update for reply in accepted],
+                self.planned_contributions(plan),
+                {r.update.client_id: r.record.within_clip for r in accepted if r.record.within_clip is not None},
+                plan.round,
+            )
+        elif accepted:
             self.global_state = self.strategy.aggregate(
                 self.global_state, [reply.update for reply in accepted], self.config.training.weighting
             )
@@ -290,6 +309,7 @@ class Server:
             layer_counts=layer_counts.tolist(),
             dropped=sorted(dropped, key=lambda d: d.client),
             status=None if accepted else "empty",
+            privacy=privacy_record,
         )
         evaluation_started = time.perf_counter()
         record.eval = self.evaluate_if_due(plan.round)
@@ -309,6 +329,14 @@ class Server:
             plan.allocation.info.get("source"),
         )
         return RoundOutcome(record, client_records, allocation, plan.allocation.fisher)
+
+    def planned_contributions(self, plan: RoundPlan) -> PlannedContributions:
+        """How many of the round's trained clients were asked for each tensor (public: see fedhello.privacy)."""
+        counts: dict[str, int] = {}
+        for instruction in plan.instructions:
+            for name in self.expected_names(instruction):
+                counts[name] = counts.get(name, 0) + 1
+        return PlannedContributions(len(plan.instructions), counts, self.layout.layer_map.layer_of(), self.num_layers)
 
     def evaluation_state(self) -> TensorState:
         """What the global model is evaluated with (the strategy's view, e.g. FlexLoRA's full ΔW)."""

@@ -43,6 +43,7 @@ def encode_instruction(instruction: TrainInstruction) -> RecordDict:
         "train_head": instruction.train_head,
         "keep_local": list(instruction.keep_local),
         "discard": list(instruction.discard),
+        "clip_norm": instruction.clip_norm,
     }
     return RecordDict({TENSORS: tensors_to_record(instruction.tensors), META: ConfigRecord({"json": json.dumps(meta)})})
 
@@ -59,6 +60,7 @@ def decode_instruction(content: RecordDict) -> TrainInstruction:
         train_head=meta["train_head"],
         keep_local=tuple(meta["keep_local"]),
         discard=tuple(meta.get("discard", ())),
+        clip_norm=meta.get("clip_norm"),
     )
 
 

@@ -41,6 +41,7 @@ METRICS_CSV_COLUMNS: tuple[str, ...] = (
     "bytes_up",
     "eval_time_s",
     "wall_time_s",
+    "epsilon",
 )
 
 # TensorBoard tag -> key of the round record.
@@ -117,6 +118,7 @@ def metrics_csv_row(record: dict) -> dict[str, Any]:
         "bytes_up": record.get("bytes_up"),
         "eval_time_s": record.get("eval_time_s"),
         "wall_time_s": record.get("wall_time_s"),
+        "epsilon": (record.get("privacy") or {}).get("epsilon"),
     }
     return {k: "" if v is None else v for k, v in row.items()}
 
@@ -175,6 +177,8 @@ class RunWriter:
         for tag, key in _ROUND_SCALARS.items():
             if record.get(key) is not None:
                 self._tb.add_scalar(tag, float(record[key]), step)
+        if record.get("privacy"):
+            self._tb.add_scalar("privacy/epsilon", float(record["privacy"]["epsilon"]), step)
         ev = record.get("eval") or {}
         for key in _EVAL_SCALARS:
             if ev.get(key) is not None:

@@ -117,6 +117,9 @@ def summary_table_rows(rounds: list[dict], final_eval: dict | None) -> tuple[lis
         evaluation = sum(r.get("eval_time_s") or 0.0 for r in rounds)
         if total > 0:
             rows.append(["of which evaluation (s)", f"{evaluation:.1f} ({evaluation / total:.0%})"])
+        privacy = rounds[-1].get("privacy")
+        if privacy:
+            rows.append([f"privacy ε at δ={privacy['delta']:g} (user-level)", privacy["epsilon"]])
     return ["metric", "value"], rows
 
 
@@ -169,6 +172,10 @@ def write_summary(
     parts = [f"# {title}", "## Setup", "\n".join(f"- {line}" for line in config_lines) or "_none_"]
     parts += ["## Result", format_table(headers, rows) if rows else "_No results._"]
     parts += ["## Learning curve", _learning_curve_table(rounds)]
+    if any(r.get("privacy") for r in rounds):
+        from fedhello.privacy.report import privacy_section
+
+        parts += ["## Differential privacy", privacy_section(rounds)]
     for heading, body in (extra_sections or {}).items():
         parts += [f"## {heading}", body.strip()]
     plots = [(name, label) for name, label in PLOT_FILES if (path.parent / name).exists()]
