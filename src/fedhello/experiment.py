@@ -17,6 +17,7 @@ from fedhello.allocation.groups import CapabilityGroups
 from fedhello.allocation.registry import strategy_from_config
 from fedhello.config import ExperimentConfig
 from fedhello.preparation import FederatedTask, prepare_task
+from fedhello.privacy.mechanism import PrivateAggregator
 from fedhello.resources.cost_model import CostModel
 
 
@@ -63,5 +64,7 @@ def prepare_experiment(
     ServerApp); `cost_cache` a file that may hold one (a run directory's `costs.json`).
     """
     strategy = strategy_from_config(config)
+    if config.privacy.enabled:  # solves (and caches) the noise, so an impossible setting stops before any file
+        PrivateAggregator.from_config(config)
     task = prepare_task(config, strategy_uses_costs=strategy.uses_costs, cost_cache=cost_cache, costs=costs)
     return PreparedExperiment.from_task(config, strategy, task)

@@ -107,7 +107,8 @@ def progress_reporter(config: ExperimentConfig, start: int) -> tuple[tqdm, Calla
             for dropped in record.dropped:
                 progress.write(f"round {record.round:>4}  client {dropped.client} excluded: {dropped.reason}")
         if record.status == "empty":
-            progress.write(f"round {record.round:>4}  no update survived: the global model is unchanged")
+            change = "only DP noise was added" if record.privacy is not None else "the global model is unchanged"
+            progress.write(f"round {record.round:>4}  no update survived: {change}")
         if record.eval is not None:
             metrics = record.eval.metrics()
             shown[METRIC_LABELS[record.eval.headline]] = f"{metrics[record.eval.headline]:.3f}"

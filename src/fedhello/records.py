@@ -167,7 +167,8 @@ class RoundRecord(JsonRecord):
     eval: EvalResult | None = None
     eval_time_s: float = 0.0
     wall_time_s: float = 0.0
-    status: Literal["empty"] | None = None  # "empty": no client's update survived, the model is unchanged
+    # "empty": no client's update survived; the model is unchanged (with DP, only noise is added)
+    status: Literal["empty"] | None = None
     privacy: PrivacyRecord | None = None  # set when differential privacy is on
 
     @classmethod
