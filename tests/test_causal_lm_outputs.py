@@ -13,7 +13,7 @@ import pytest
 
 from fedhello.checkpoint import read_status
 from fedhello.outputs.summary import best_eval, format_cell, summary_table_rows
-from fedhello.records import headline_metric
+from fedhello.records import EvalResult, RoundRecord, headline_metric
 from fedhello.runner import run_experiment
 from test_causal_lm import lm_config, tiny_instructions, tiny_llama_folder  # noqa: F401 (fixtures)
 
@@ -42,8 +42,8 @@ def test_no_generated_answers_runs_to_the_end_and_reports_the_held_out_loss(
 
 
 def test_the_summary_shows_the_held_out_loss_for_every_task() -> None:
-    lm = {"split": "test", "loss": 1.25, "num_samples": 9, "rouge_l": 0.4, "perplexity": math.exp(1.25)}
-    classification = {"split": "test", "loss": 0.75, "num_samples": 9, "accuracy": 0.5}
+    lm = EvalResult("test", 1.25, 9, rouge_l=0.4, perplexity=math.exp(1.25))
+    classification = EvalResult("test", 0.75, 9, accuracy=0.5)
     lm_rows = summary_table_rows([], lm)[1]
     assert lm_rows[0] == ["final test loss (held-out)", 1.25]  # instruction tuning: the headline
     assert ["final test ROUGE-L", 0.4] in lm_rows
@@ -54,11 +54,18 @@ def test_the_summary_shows_the_held_out_loss_for_every_task() -> None:
 
 def test_perplexity_is_the_headline_without_answers_and_lower_is_better() -> None:
     rounds = [
-        {"round": 1, "eval": {"split": "eval", "loss": 2.0, "perplexity": 7.4}},
-        {"round": 2, "eval": {"split": "eval", "loss": 1.0, "perplexity": 2.7}},
-        {"round": 3, "eval": {"split": "eval", "loss": 1.5, "perplexity": 4.5}},
+        RoundRecord.from_json(
+            {"round": 1, "eval": {"split": "eval", "loss": 2.0, "num_samples": 9, "perplexity": 7.4}}
+        ),
+        RoundRecord.from_json(
+            {"round": 2, "eval": {"split": "eval", "loss": 1.0, "num_samples": 9, "perplexity": 2.7}}
+        ),
+        RoundRecord.from_json(
+            {"round": 3, "eval": {"split": "eval", "loss": 1.5, "num_samples": 9, "perplexity": 4.5}}
+        ),
     ]
-    assert headline_metric(rounds[0]["eval"]) == "perplexity"
-    assert best_eval(rounds)[0] == 2
+    assert rounds[0].eval is not None and rounds[0].eval.headline == "perplexity"
+    best = best_eval(rounds)
+    assert best is not None and best[0] == 2
     assert headline_metric({"accuracy": 0.5, "perplexity": 3.0}) == "accuracy"
     assert headline_metric({"rouge_l": 0.2, "perplexity": 3.0}) == "rouge_l"

@@ -23,7 +23,7 @@ from fedhello.outputs import (
     summary_table_rows,
     write_summary,
 )
-from fedhello.records import AllocationRecord, FisherRecord, RoundRecord
+from fedhello.records import AllocationRecord, EvalResult, FisherRecord, RoundRecord
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -251,8 +251,8 @@ def test_format_table() -> None:
 
 
 def test_summary_rows_and_markdown(tmp_path: Path) -> None:
-    final_eval = {"split": "test", "accuracy": 0.55, "macro_f1": 0.5, "micro_f1": 0.55, "loss": 1.8}
-    headers, rows = summary_table_rows(ROUNDS, final_eval)
+    final_eval = EvalResult("test", 1.8, 100, accuracy=0.55, macro_f1=0.5, micro_f1=0.55)
+    headers, rows = summary_table_rows(ROUND_RECORDS, final_eval)
     table = {row[0]: row[1] for row in rows}
     assert headers == ["metric", "value"]
     assert table["best eval accuracy (subset)"] == 0.6125
@@ -269,7 +269,7 @@ def test_summary_rows_and_markdown(tmp_path: Path) -> None:
         title="Run X",
         config_lines=["model: tiny", "clients: 20"],
         final_eval=final_eval,
-        rounds=ROUNDS,
+        rounds=ROUND_RECORDS,
         extra_sections={"Notes": "Hello notes."},
     )
     text = path.read_text()
@@ -287,11 +287,12 @@ def test_summary_rows_and_markdown(tmp_path: Path) -> None:
 
 def test_best_eval_prefers_periodic_over_final_test() -> None:
     rounds = [_round(1, acc=0.3), _round(2, acc=0.5), _round(3, acc=0.9, split="test")]
-    _, rows = summary_table_rows(rounds, None)
+    _, rows = summary_table_rows([RoundRecord.from_json(r) for r in rounds], None)
     table = {row[0]: row[1] for row in rows}
     assert table["best eval accuracy (subset)"] == 0.5
     assert table["best eval round"] == 2
     assert not any(label.startswith("final") for label in table)
     # With only test-split evals, those are the best available.
-    _, rows = summary_table_rows([_round(1, acc=0.2, split="test"), _round(2, acc=0.4, split="test")], None)
+    test_only = [_round(1, acc=0.2, split="test"), _round(2, acc=0.4, split="test")]
+    _, rows = summary_table_rows([RoundRecord.from_json(r) for r in test_only], None)
     assert {row[0]: row[1] for row in rows}["best eval round"] == 2

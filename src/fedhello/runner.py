@@ -113,6 +113,5 @@ def _launch(experiment: PreparedExperiment, run_dir: RunDirectory, engine: str, 
         raise
     rounds = run_dir.rounds()
     final = rounds[-1].eval if rounds else None
-    round_dicts = [record.to_json() for record in rounds]
-    headers, rows = summary_table_rows(round_dicts, final.to_json() if final else None)
+    headers, rows = summary_table_rows(rounds, final)
     return RunOutcome(run_dir.path, final, load_file(run_dir / ADAPTER_FILE), format_table(headers, rows))

@@ -56,11 +56,10 @@ def write_run_report(run_dir: RunDirectory) -> str:
     num_layers, budgets = info.num_layers, info.group_budgets
     memory = info.group_memory_bytes or [None] * len(budgets)
     clients = run_dir.clients()
-    round_records = run_dir.rounds()
-    rounds = [record.to_json() for record in round_records]
+    rounds = run_dir.rounds()
     allocations = run_dir.allocations()
     if config.output.plots:
-        plots.plot_learning_curves(round_records, run_dir / "learning_curves.png")
+        plots.plot_learning_curves(rounds, run_dir / "learning_curves.png")
         plots.plot_allocation_heatmap(allocations, num_layers, run_dir / "allocation_heatmap.png")
         plots.plot_layer_counts(allocations, num_layers, run_dir / "layer_counts.png")
         plots.plot_fisher_scores(run_dir.fisher(), run_dir / "fisher_scores.png")
@@ -68,7 +67,7 @@ def write_run_report(run_dir: RunDirectory) -> str:
     status = run_dir.status()
     state = status.get("status") if status is not None else None
     incomplete = state is not None and state != "complete"
-    final_eval = rounds[-1].get("eval") if rounds and not incomplete else None
+    final_eval = rounds[-1].eval if rounds and not incomplete else None
     headers, rows = summary_table_rows(rounds, final_eval)
     budgets_by_group = budget_table(clients, config.groups.budgets, budgets, memory)
     if incomplete:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from fedhello.errors import ConfigError
-from fedhello.records import METRIC_LABELS, better, headline_metric
+from fedhello.records import METRIC_LABELS, EvalResult, RoundRecord, better
 
 PLOT_FILES: tuple[tuple[str, str], ...] = (
     ("learning_curves.png", "Learning curves"),
@@ -69,57 +69,53 @@ def format_bytes(num_bytes: float) -> str:
     return f"{value:.0f} B" if i == 0 else f"{value:.2f} {units[i]}"
 
 
-def best_eval(rounds: list[dict]) -> tuple[int, dict] | None:
-    """``(round, eval)`` with the highest headline metric (accuracy, ROUGE-L); earliest round wins ties.
+def best_eval(rounds: list[RoundRecord]) -> tuple[int, EvalResult] | None:
+    """``(round, eval)`` with the best headline metric (accuracy, ROUGE-L, perplexity); earliest round wins ties.
 
     The final full-test-set eval (split ``"test"``) is reported separately, so it only
     competes when no other split was evaluated.
     """
-    evals = [
-        (r["round"], r["eval"])
-        for r in rounds
-        if r.get("eval") and r["eval"].get(headline_metric(r["eval"])) is not None
-    ]
-    periodic = [(rnd, ev) for rnd, ev in evals if ev.get("split") != "test"]
-    best: tuple[int, dict] | None = None
+    evals = [(r.round, r.eval) for r in rounds if r.eval is not None and r.eval.headline in r.eval.metrics()]
+    periodic = [(rnd, ev) for rnd, ev in evals if ev.split != "test"]
+    best: tuple[int, EvalResult] | None = None
     for rnd, ev in periodic or evals:
-        metric = headline_metric(ev)
-        if best is None or better(metric, ev[metric], best[1][metric]):
+        metric = ev.headline
+        if best is None or better(metric, ev.metrics()[metric], best[1].metrics()[metric]):
             best = (rnd, ev)
     return best
 
 
-def summary_table_rows(rounds: list[dict], final_eval: dict | None) -> tuple[list[str], list[list]]:
+def summary_table_rows(rounds: list[RoundRecord], final_eval: EvalResult | None) -> tuple[list[str], list[list]]:
     """Headers and rows of the result table (metric, value); absent metrics are omitted."""
     rows: list[list] = []
     best = best_eval(rounds)
     if best is not None:
         rnd, ev = best
-        metric = headline_metric(ev)
-        rows.append([f"best eval {METRIC_LABELS[metric]} ({ev.get('split', 'eval')})", ev[metric]])
+        metric = ev.headline
+        rows.append([f"best eval {METRIC_LABELS[metric]} ({ev.split})", ev.metrics()[metric]])
         rows.append(["best eval round", rnd])
     if final_eval:
-        split = final_eval.get("split", "test")
-        held_out_loss = [f"final {split} loss (held-out)", final_eval.get("loss")]
-        if final_eval.get("accuracy") is None:  # instruction tuning: the held-out loss is the headline
+        split = final_eval.split
+        held_out_loss = [f"final {split} loss (held-out)", final_eval.loss]
+        if final_eval.accuracy is None:  # instruction tuning: the held-out loss is the headline
             rows.insert(0, held_out_loss)
-        for key, label in METRIC_LABELS.items():
-            if final_eval.get(key) is not None:
-                rows.append([f"final {split} {label}", final_eval[key]])
-        if final_eval.get("accuracy") is not None:
+        for key, value in final_eval.metrics().items():
+            rows.append([f"final {split} {METRIC_LABELS[key]}", value])
+        if final_eval.accuracy is not None:
             rows.append(held_out_loss)
     if rounds:
-        for key, label in (("bytes_down", "total bytes down"), ("bytes_up", "total bytes up")):
-            total = sum(r.get(key) or 0 for r in rounds)
+        total_down = sum(r.bytes_down or 0 for r in rounds)
+        total_up = sum(r.bytes_up or 0 for r in rounds)
+        for label, total in (("total bytes down", total_down), ("total bytes up", total_up)):
             rows.append([label, f"{format_bytes(total)} ({int(total):,} B)"])
-        total = sum(r.get("wall_time_s") or 0.0 for r in rounds)
-        rows.append(["total wall time (s)", total])
-        evaluation = sum(r.get("eval_time_s") or 0.0 for r in rounds)
-        if total > 0:
-            rows.append(["of which evaluation (s)", f"{evaluation:.1f} ({evaluation / total:.0%})"])
-        privacy = rounds[-1].get("privacy")
+        wall = sum(r.wall_time_s or 0.0 for r in rounds)
+        rows.append(["total wall time (s)", wall])
+        evaluation = sum(r.eval_time_s or 0.0 for r in rounds)
+        if wall > 0:
+            rows.append(["of which evaluation (s)", f"{evaluation:.1f} ({evaluation / wall:.0%})"])
+        privacy = rounds[-1].privacy
         if privacy:
-            rows.append([f"privacy ε at δ={privacy['delta']:g} (user-level)", privacy["epsilon"]])
+            rows.append([f"privacy ε at δ={privacy.delta:g} (user-level)", privacy.epsilon])
     return ["metric", "value"], rows
 
 
@@ -147,12 +143,12 @@ def check_round_records(rounds: list[dict], rounds_done: int, path: Path) -> Non
         )
 
 
-def _learning_curve_table(rounds: list[dict]) -> str:
-    evaluated = [r for r in rounds if r.get("eval")]
+def _learning_curve_table(rounds: list[RoundRecord]) -> str:
+    evaluated = [(r, r.eval) for r in rounds if r.eval is not None]
     if not evaluated:
         return "_No evaluated rounds._"
-    metric = headline_metric(evaluated[-1]["eval"])
-    rows = [[r["round"], r.get("train_loss"), r["eval"].get("loss"), r["eval"].get(metric)] for r in evaluated]
+    metric = evaluated[-1][1].headline
+    rows = [[r.round, r.train_loss, ev.loss, ev.metrics().get(metric)] for r, ev in evaluated]
     return format_table(["round", "train loss", "eval loss", f"eval {METRIC_LABELS[metric]}"], rows)
 
 
@@ -161,8 +157,8 @@ def write_summary(
     *,
     title: str,
     config_lines: list[str],
-    final_eval: dict | None,
-    rounds: list[dict],
+    final_eval: EvalResult | None,
+    rounds: list[RoundRecord],
     extra_sections: dict[str, str] | None = None,
 ) -> Path:
     """Write the Markdown run summary to ``path`` and return it."""
@@ -172,7 +168,7 @@ def write_summary(
     parts = [f"# {title}", "## Setup", "\n".join(f"- {line}" for line in config_lines) or "_none_"]
     parts += ["## Result", format_table(headers, rows) if rows else "_No results._"]
     parts += ["## Learning curve", _learning_curve_table(rounds)]
-    if any(r.get("privacy") for r in rounds):
+    if any(r.privacy for r in rounds):
         from fedhello.privacy.report import privacy_section
 
         parts += ["## Differential privacy", privacy_section(rounds)]
