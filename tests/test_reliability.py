@@ -789,7 +789,13 @@ BAD_INPUTS = [
         ["run_info.json", "corrupted"],
     ),
     ("report-empty-metrics", ["report", "{run}"], _empty_metrics, ["metrics.jsonl", "no round records"]),
-    ("report-foreign-metrics", ["report", "{run}"], _foreign_metrics, ["metrics.jsonl line 1", "not a round record"]),
+    ("report-foreign-metrics", ["report", "{run}"], _foreign_metrics, ["metrics.jsonl line 1", "not a RoundRecord"]),
+    (
+        "report-foreign-clients",
+        ["report", "{run}"],
+        lambda run: (run / "clients.jsonl").write_text('{"foo": 1}\n'),
+        ["clients.jsonl line 1", "not a ClientRecord", "lacks round, client, group, layers"],
+    ),
     (
         "target-modules-unknown-name",
         _run_args("lora.target_modules=[query,nonexistent]"),

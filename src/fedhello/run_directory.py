@@ -55,6 +55,13 @@ SUMMARY_FILE = "summary.md"
 PRE_EXISTING = {"cell.json", "flower", LOCK_FILE}
 
 Record = TypeVar("Record", bound=JsonRecord)
+# The fields every line of a record file holds (fields that may be None are left out of a line).
+RECORD_KEYS: dict[type, tuple[str, ...]] = {
+    RoundRecord: ("round", "clients"),
+    ClientRecord: ("round", "client", "group", "layers"),
+    AllocationRecord: ("round", "clients"),
+    FisherRecord: ("round", "scores"),
+}
 
 
 @dataclass
@@ -221,7 +228,18 @@ class RunDirectory:
     # ------------------------------------------------------------------ records, read back typed
 
     def _records(self, name: str, kind: type[Record]) -> list[Record]:
-        return [kind.from_json(line) for line in read_jsonl(self.path / name)]
+        """The file's records; a line that is not one (a foreign or damaged file) is a one-line error."""
+        path = self.path / name
+        records = []
+        for number, line in enumerate(read_jsonl(path), start=1):
+            missing = [key for key in RECORD_KEYS[kind] if not isinstance(line, dict) or key not in line]
+            if missing:
+                raise ConfigError(
+                    f"{path} line {number} is not a {kind.__name__} (it lacks {', '.join(missing)}); "
+                    f"nothing was rewritten: restore the run's {name}"
+                )
+            records.append(kind.from_json(line))
+        return records
 
     def rounds(self) -> list[RoundRecord]:
         return self._records(METRICS_JSONL, RoundRecord)

@@ -57,12 +57,13 @@ def write_run_report(run_dir: RunDirectory) -> str:
     memory = info.group_memory_bytes or [None] * len(budgets)
     clients = run_dir.clients()
     rounds = run_dir.rounds()
+    fisher = run_dir.fisher()  # every record is read (and checked) before anything is rewritten
     allocations = run_dir.allocations()
     if config.output.plots:
         plots.plot_learning_curves(rounds, run_dir / "learning_curves.png")
         plots.plot_allocation_heatmap(allocations, num_layers, run_dir / "allocation_heatmap.png")
         plots.plot_layer_counts(allocations, num_layers, run_dir / "layer_counts.png")
-        plots.plot_fisher_scores(run_dir.fisher(), run_dir / "fisher_scores.png")
+        plots.plot_fisher_scores(fisher, run_dir / "fisher_scores.png")
         plots.plot_partition(run_dir.partition(), run_dir / "partition.png")
     status = run_dir.status()
     state = status.get("status") if status is not None else None
