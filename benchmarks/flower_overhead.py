@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import add_common_arguments, apply_common_arguments, format_table, machine_description
@@ -34,6 +33,7 @@ from fedhello.federation.client import Client, ClientRuntime
 from fedhello.federation.messages import TrainInstruction
 from fedhello.flower import codec
 from fedhello.flower.deployment import LocalDeployment, write_flower_app
+from fedhello.models.pretrained_vit import save_random_vit
 from fedhello.node_preparation import NodeSamples, shared_model
 from fedhello.outputs.run_writer import read_jsonl
 from fedhello.runner import run_experiment
@@ -54,23 +54,6 @@ FLOWER_WAITS = (
     ),
 )
 ENGINES = ("inprocess", "flower-sim", "deployment (process per message)", "deployment (node worker)")
-
-
-def tiny_vit(folder: Path) -> Path:
-    torch.manual_seed(0)
-    config = ViTConfig(
-        hidden_size=32,
-        num_hidden_layers=4,
-        num_attention_heads=2,
-        intermediate_size=64,
-        image_size=8,
-        patch_size=2,
-        num_channels=1,
-        num_labels=10,
-    )
-    ViTForImageClassification(config).save_pretrained(folder)
-    ViTImageProcessor(size={"height": 8, "width": 8}, image_mean=[0.5], image_std=[0.5]).save_pretrained(folder)
-    return folder
 
 
 def experiment(model: str, rounds: int, vit_folder: Path) -> ExperimentConfig:
@@ -174,7 +157,7 @@ def main() -> None:
     print(machine_description())
     rows, breakdowns = [], {}
     with tempfile.TemporaryDirectory() as work:
-        vit_folder = tiny_vit(Path(work) / "vit")
+        vit_folder = save_random_vit(Path(work) / "vit")
         for model in args.models:
             config = experiment(model, args.rounds, vit_folder)
             seconds = {}

@@ -16,7 +16,6 @@ from transformers import (
     LlamaForSequenceClassification,
     ViTConfig,
     ViTForImageClassification,
-    ViTImageProcessor,
 )
 from transformers import logging as transformers_logging
 
@@ -24,6 +23,7 @@ from fedhello.config import LoraConfig
 from fedhello.data.tokenize import EncodedSplit
 from fedhello.models.federated_model import FederatedModel
 from fedhello.models.lora import inject_lora
+from fedhello.models.pretrained_vit import save_random_vit
 from fedhello.tasks.classification import head_parameter_names
 from fedhello.tasks.image_classification import ImageClassificationTask
 from fedhello.tasks.sequence_classification import SequenceClassificationTask
@@ -171,21 +171,7 @@ def tiny_bert4(one_torch_thread) -> FederatedModel:
 @pytest.fixture(scope="session")
 def tiny_vit_folder(tmp_path_factory):
     """A tiny random-init ViT saved as a Hugging Face folder: 4 layers, 8x8 grey images (the `digits` dataset)."""
-    folder = tmp_path_factory.mktemp("tiny-vit")
-    torch.manual_seed(0)
-    config = ViTConfig(
-        hidden_size=32,
-        num_hidden_layers=4,
-        num_attention_heads=2,
-        intermediate_size=64,
-        image_size=8,
-        patch_size=2,
-        num_channels=1,
-        num_labels=10,
-    )
-    ViTForImageClassification(config).save_pretrained(folder)
-    ViTImageProcessor(size={"height": 8, "width": 8}, image_mean=[0.5], image_std=[0.5]).save_pretrained(folder)
-    return folder
+    return save_random_vit(tmp_path_factory.mktemp("tiny-vit"))
 
 
 # A ChatML chat template like SmolLM2's, without its default system message.

@@ -191,3 +191,24 @@ def pretrain_vit(
 
     publish_folder(folder, write)
     return PretrainResult(folder, accuracy, seconds, settings.steps)
+
+
+def save_random_vit(folder: Path) -> Path:
+    """A tiny random-init ViT (4 layers, 8x8 grey images: the `digits` dataset) as a Hugging Face folder.
+
+    For tests and benchmarks that need a real image model that trains in milliseconds.
+    """
+    torch.manual_seed(0)
+    config = ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=8,
+        patch_size=2,
+        num_channels=1,
+        num_labels=10,  # type: ignore[call-arg]  # a PretrainedConfig keyword ViTConfig passes on
+    )
+    ViTForImageClassification(config).save_pretrained(folder)
+    ViTImageProcessor(size={"height": 8, "width": 8}, image_mean=[0.5], image_std=[0.5]).save_pretrained(folder)
+    return folder
