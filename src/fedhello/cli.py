@@ -133,7 +133,6 @@ def _compare(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from fedhello.comparison.report import write_report
     from fedhello.outputs.run_report import write_run_report
-    from fedhello.outputs.summary import check_round_records
     from fedhello.run_directory import PARTITION_FILE, RunDirectory
 
     directory: Path = args.directory
@@ -147,8 +146,6 @@ def _report(args: argparse.Namespace) -> int:
             raise ConfigError(
                 f"{directory} has no {PARTITION_FILE}; restore it to report the run (nothing was rewritten)"
             )
-        run_dir.info()  # readable, or a one-line error before anything is rewritten
-        check_round_records(run_dir.rounds(), run_dir.checkpointed_round(), directory / "metrics.jsonl")
         print(write_run_report(run_dir))
     elif (directory / "runs").is_dir():
         print(write_report(directory, args.target))

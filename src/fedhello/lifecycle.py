@@ -123,6 +123,16 @@ def progress_reporter(config: ExperimentConfig, start: int) -> tuple[tqdm, Calla
     return progress, show
 
 
+def mark_interrupted(run_dir: RunDirectory, rounds: int) -> RunInterrupted:
+    """Mark the run `interrupted` at its last checkpoint; the error that tells the user how to continue."""
+    at = run_dir.checkpointed_round()
+    run_dir.set_status("interrupted", at, rounds)
+    return RunInterrupted(
+        f"interrupted; {run_dir.path} is checkpointed at round {at} of {rounds}. "
+        f"Continue with: fedhello resume {run_dir.path}"
+    )
+
+
 def save_round_checkpoint(run_dir: RunDirectory, server: Server, engine: Engine) -> None:
     checkpoint.save_checkpoint(
         run_dir.path, run_dir.config_text(), server.strategy.name, server.state_dict(), engine.client_states()
@@ -196,12 +206,7 @@ def run_rounds(
         table = finish_run(run_dir, server, experiment)  # a failure here (a full disk) leaves the run resumable
     except KeyboardInterrupt:
         progress.close()
-        at = run_dir.checkpointed_round()
-        run_dir.set_status("interrupted", at, total)
-        raise RunInterrupted(
-            f"interrupted; {run_dir.path} is checkpointed at round {at} of {total}. "
-            f"Continue with: fedhello resume {run_dir.path}"
-        ) from None
+        raise mark_interrupted(run_dir, total) from None
     except BaseException as error:
         progress.close()
         run_dir.set_status("failed", run_dir.checkpointed_round(), total, f"{type(error).__name__}: {error}")

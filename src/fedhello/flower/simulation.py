@@ -12,7 +12,7 @@ import os
 
 import torch
 
-from fedhello.errors import EngineError, RunInterrupted
+from fedhello.errors import EngineError
 from fedhello.experiment import PreparedExperiment
 from fedhello.flower.run_settings import (
     CONFIG_ENV,
@@ -23,6 +23,7 @@ from fedhello.flower.run_settings import (
     SIMULATION,
     encode_config,
 )
+from fedhello.lifecycle import mark_interrupted
 from fedhello.run_directory import SUMMARY_FILE, RunDirectory
 
 
@@ -60,11 +61,6 @@ def run_flower_simulation(
         )
     except KeyboardInterrupt:
         server_app.STOP.set()
-        at = run_dir.checkpointed_round()
-        run_dir.set_status("interrupted", at, config.federation.rounds)
-        raise RunInterrupted(
-            f"interrupted; {run_dir.path} is checkpointed at round {at} of {config.federation.rounds}. "
-            f"Continue with: fedhello resume {run_dir.path}"
-        ) from None
+        raise mark_interrupted(run_dir, config.federation.rounds) from None
     if not (run_dir / SUMMARY_FILE).exists():
         raise EngineError(f"the Flower simulation did not finish its run in {run_dir.path}; see the log above")

@@ -9,7 +9,8 @@ import numpy as np
 
 from fedhello.outputs import plots
 from fedhello.outputs.budget_accounting import budget_table
-from fedhello.outputs.summary import format_table, summary_table_rows, write_summary
+from fedhello.outputs.run_writer import METRICS_JSONL
+from fedhello.outputs.summary import check_round_records, format_table, summary_table_rows, write_summary
 from fedhello.records import ClientRecord
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ def write_run_report(run_dir: RunDirectory) -> str:
     memory = info.group_memory_bytes or [None] * len(budgets)
     clients = run_dir.clients()
     rounds = run_dir.rounds()
+    check_round_records(rounds, run_dir.checkpointed_round(), run_dir / METRICS_JSONL)
     fisher = run_dir.fisher()  # every record is read (and checked) before anything is rewritten
     allocations = run_dir.allocations()
     if config.output.plots:
