@@ -965,6 +965,12 @@ def test_compare_refuses_a_cell_run_with_another_config(tiny_vit_folder, tmp_pat
     assert cli.main(["compare", "--config", str(path), "--out", str(out), "--quiet"]) == 0
     assert "complete, skipped" in capsys.readouterr().out
     assert (cell / "adapter.safetensors").stat().st_mtime_ns == stamp
+    # A cell stored before a field with a default existed (here data.labels) is the same config.
+    stored = yaml.safe_load((cell / "config.yaml").read_text())
+    del stored["data"]["labels"]
+    (cell / "config.yaml").write_text(yaml.safe_dump(stored))
+    assert cli.main(["compare", "--config", str(path), "--out", str(out), "--quiet"]) == 0
+    assert "complete, skipped" in capsys.readouterr().out
     # A changed base config under the same cell names is refused, nothing rerun.
     comparison["base"]["training"]["lr"] = 0.05
     path.write_text(yaml.safe_dump(comparison))

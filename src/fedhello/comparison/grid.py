@@ -199,13 +199,17 @@ def check_stored_config(run_dir: Path, config: ExperimentConfig, cell: Cell) -> 
     """Refuse a cell directory that was run with another config than the grid's."""
     stored = run_dir / "config.yaml"
 
-    def comparable(text: str) -> object:
-        data = yaml.safe_load(text)
-        if isinstance(data, dict) and isinstance(data.get("output"), dict):
-            data["output"].pop("progress", None)  # --quiet does not change results
+    def comparable(data: dict[str, Any]) -> dict[str, Any]:
+        data["output"].pop("progress", None)  # --quiet does not change results
         return data
 
-    if stored.exists() and comparable(stored.read_text()) != comparable(config_to_yaml(config)):
+    if not stored.exists():
+        return
+    try:  # validated, so a field added later with its default compares equal to its absence
+        recorded = build_config(yaml.safe_load(stored.read_text())).model_dump(mode="json")
+    except (ConfigError, yaml.YAMLError):
+        recorded = {"output": {}}
+    if comparable(recorded) != comparable(config.model_dump(mode="json")):
         raise ConfigError(
             f"comparison cell {cell.cell_id}: {run_dir} was run with a different config than this grid's; "
             "remove that directory to rerun it, or choose another --out"
