@@ -116,6 +116,9 @@ class AllocationStrategy(ABC):
     # Keeps every client's layer set within a memory budget (`strategy_utils.within_budget`); a strategy that
     # does not is refused with memory budgets, whose bound it would break.
     honours_memory_budgets: ClassVar[bool] = False
+    # Clients run a shallower sub-model of only their allocated blocks (FedRA as published) instead of the full
+    # model with the other LoRA layers frozen; `TrainInstruction.depth_reduced` tells the client.
+    depth_reduced: ClassVar[bool] = False
 
     def __init__(self, params: StrategyParams) -> None:
         self.params = params

@@ -8,6 +8,7 @@ in-process run or loaded once per Flower client process.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -97,15 +98,19 @@ class Client:
         loaded = federated.state(names)
         start = {name: received[name] if name in reduced else loaded[name] for name in names}
         torch.manual_seed(torch_seed(runtime.seed, "dropout", instruction.round, self.client_id))
-        result = train_locally(
-            federated,
-            runtime.train,
-            samples,
-            names,
-            runtime.settings,
-            torch_generator(runtime.seed, "data_order", instruction.round, self.client_id),
-            gradient_masks={name: pad_factor(torch.ones_like(received[name]), full_shapes[name]) for name in reduced},
-        )
+        blocks = federated.only_blocks(instruction.layers) if instruction.depth_reduced else contextlib.nullcontext()
+        with blocks:
+            result = train_locally(
+                federated,
+                runtime.train,
+                samples,
+                names,
+                runtime.settings,
+                torch_generator(runtime.seed, "data_order", instruction.round, self.client_id),
+                gradient_masks={
+                    name: pad_factor(torch.ones_like(received[name]), full_shapes[name]) for name in reduced
+                },
+            )
         after = federated.state(names)
         self.state.update(federated.state(instruction.keep_local))
         kept = set(instruction.keep_local) | set(instruction.discard)

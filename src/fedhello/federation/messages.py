@@ -25,6 +25,8 @@ class TrainInstruction:
     `discard` names tensors the client trains from what it was sent but neither returns
     nor keeps (`training.head: reset`: the head is trained locally, then thrown away).
     `clip_norm` (privacy.mode client) is the L2 bound the client clips its whole update to.
+    `depth_reduced` (FedRA as published): the client runs only its allocated blocks, a
+    shallower sub-model, instead of the full model with the other LoRA layers frozen.
     """
 
     round: int
@@ -37,6 +39,7 @@ class TrainInstruction:
     keep_local: tuple[str, ...] = ()
     discard: tuple[str, ...] = ()
     clip_norm: float | None = None
+    depth_reduced: bool = False
 
 
 @dataclass

@@ -199,6 +199,7 @@ class Server:
                     keep_local=self.kept_by_clients,
                     discard=self.layout.head_names if self.config.training.head == "reset" else (),
                     clip_norm=self.privacy.clip_norm if self.privacy and self.privacy.clips_on_client else None,
+                    depth_reduced=self.strategy.depth_reduced,
                 )
             )
         return RoundPlan(round_number, slots, allocation, instructions, idle, started)

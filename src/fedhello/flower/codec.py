@@ -44,6 +44,7 @@ def encode_instruction(instruction: TrainInstruction) -> RecordDict:
         "keep_local": list(instruction.keep_local),
         "discard": list(instruction.discard),
         "clip_norm": instruction.clip_norm,
+        "depth_reduced": instruction.depth_reduced,
     }
     return RecordDict({TENSORS: tensors_to_record(instruction.tensors), META: ConfigRecord({"json": json.dumps(meta)})})
 
@@ -61,6 +62,7 @@ def decode_instruction(content: RecordDict) -> TrainInstruction:
         keep_local=tuple(meta["keep_local"]),
         discard=tuple(meta.get("discard", ())),
         clip_norm=meta.get("clip_norm"),
+        depth_reduced=meta.get("depth_reduced", False),
     )
 
 

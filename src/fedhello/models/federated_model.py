@@ -91,6 +91,29 @@ class FederatedModel:
                 for parameter, original in reversed(saved):
                     parameter.copy_(original)
 
+    @contextmanager
+    def only_blocks(self, layers: Iterable[int]) -> Iterator[None]:
+        """Temporarily run a shallower model of only the blocks `layers`, in their original order.
+
+        The transformer blocks' ModuleList is swapped for one holding the same block objects
+        (no weights are copied), keyed by their global indices, so parameter names stay those
+        of the full model (`layer.3` is still `layer.3`, not `layer.0`). The models' forward
+        passes iterate (or slice) the list, which works whatever its keys; Llama's
+        `layer_idx` only addresses the KV cache, which holds a slot for every global index.
+        The full list is back afterwards, also after an exception.
+        """
+        parent_name, _, attribute = self.layer_map.container.rpartition(".")
+        parent = self.model.get_submodule(parent_name)
+        blocks = getattr(parent, attribute)
+        kept = nn.ModuleList()
+        for index in sorted(set(layers)):
+            kept.add_module(str(index), blocks[index])
+        setattr(parent, attribute, kept)
+        try:
+            yield
+        finally:
+            setattr(parent, attribute, blocks)
+
     def set_trainable(self, names: Iterable[str]) -> list[nn.Parameter]:
         """Freeze everything but `names`; return the trainable parameters in model order."""
         wanted = set(names)

@@ -19,13 +19,19 @@ above the shared frozen model*, which memory budgets bound. Step time is modelle
 measured: the forward pass runs through every layer, the backward pass (about twice a
 forward) only through the part that saves activations, so relative time is
 (1 + 2 * activation(S) / activation(all)) / 3.
+
+A depth-reduced client (FedRA as published, `depth_reduced=True`) runs only its k
+allocated blocks, all trained: the same graph as training the top k blocks of the full
+model (the blocks are alike), so its activation bytes are the top-k suffix's,
+whichever k blocks it holds, and forward and backward both shrink with it:
+relative time is activation(top k) / activation(all).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,23 +67,35 @@ class CostModel:
     layer_upload: list[int]  # bytes of layer l's LoRA tensors (what a client uploads for it)
     head_state: int
     head_upload: int
+    depth_reduced: bool = False  # price sets for clients that run only their allocated blocks
 
     @property
     def num_layers(self) -> int:
         return len(self.lowest_activation)
 
+    def for_depth_reduced(self) -> CostModel:
+        """The same measurements, pricing layer sets for clients that run only their allocated blocks."""
+        return replace(self, depth_reduced=True)
+
+    def _activation(self, chosen: list[int]) -> int:
+        return self.lowest_activation[chosen[0]] + sum(self.added_activation[j] for j in chosen[1:])
+
     def cost(self, layers: Iterable[int]) -> LayerSetCost:
         chosen = sorted(set(layers))
         if not chosen:
             return LayerSetCost(0, 0, 0, 0.0)
-        lowest = chosen[0]
-        activation = self.lowest_activation[lowest] + sum(self.added_activation[j] for j in chosen[1:])
-        everything = self.lowest_activation[0] + sum(self.added_activation[1:])
+        everything = self._activation(list(range(self.num_layers)))
+        if self.depth_reduced:
+            activation = self._activation(list(range(self.num_layers - len(chosen), self.num_layers)))
+            relative_time = activation / everything
+        else:
+            activation = self._activation(chosen)
+            relative_time = (1 + 2 * activation / everything) / 3
         return LayerSetCost(
             activation_bytes=activation,
             state_bytes=self.head_state + sum(self.layer_state[j] for j in chosen),
             upload_bytes=self.head_upload + sum(self.layer_upload[j] for j in chosen),
-            relative_time=(1 + 2 * activation / everything) / 3,
+            relative_time=relative_time,
         )
 
     def peak_bytes(self, layers: Iterable[int]) -> int:

@@ -1,4 +1,14 @@
-"""`fedra`: FedRA, random layer sets with equal weights."""
+"""`fedra`: FedRA, random layer sets with equal weights; `fedra-depth`: the same draw, run as published.
+
+`fedra` is the Fed-HeLLo paper's re-implementation: a client runs the full model and
+trains its drawn layers, the other LoRA layers applied frozen. FedRA as published (Su
+et al.; code leondada/FedRA) gives a client only its drawn blocks: it runs a shallower
+sub-model of them (embeddings, its blocks in their original order, final norm, head), so
+its forward pass, activations and memory shrink with its budget, and the server puts each
+trained block back at its global index.
+"""
+
+from dataclasses import replace
 
 import numpy as np
 
@@ -16,3 +26,16 @@ class FedRAStrategy(AllocationStrategy):
     def allocate(self, context: AllocationContext) -> Allocation:
         weights = np.full(context.num_layers, 1.0 / context.num_layers)
         return Allocation(sample_allocation(context, weights))
+
+
+@register_strategy
+class FedRADepthStrategy(FedRAStrategy):
+    name = "fedra-depth"
+    summary = "fedra's draw, but each client runs a shallower sub-model of only its sampled blocks (FedRA as published)"
+    depth_reduced = True
+
+    def allocate(self, context: AllocationContext) -> Allocation:
+        # A memory budget buys layer sets at their depth-reduced price (activations of k blocks, not of the
+        # full model above the lowest one).
+        costs = context.costs.for_depth_reduced() if context.costs is not None else None
+        return super().allocate(replace(context, costs=costs))
