@@ -278,6 +278,7 @@ def test_gd_each_client_gets_its_pattern_set(pattern):
         ("rgd", {}),
         ("rgd", {"pattern": "triangle"}),
         ("fedra", {}),
+        ("fedra-depth", {}),
         ("fim", {}),
         ("fedhello", {"fim_start": 2, "fim_every": 2}),
     ],

@@ -47,6 +47,7 @@ def test_offline_comparison_covers_every_method():
         "exclusive",
         "straggler",
         "fedra",
+        "fedra-depth",
         "gd-triangle",
         "gd-inverted_triangle",
         "gd-bottleneck",

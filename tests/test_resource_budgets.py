@@ -134,7 +134,8 @@ def test_a_too_small_budget_is_refused_before_the_run(tiny_vit_folder, tmp_path)
 STRATEGIES = (
     [("gd", {"pattern": pattern}) for pattern in PATTERNS]
     + [("rgd", {"pattern": pattern}) for pattern in PATTERNS]
-    + [("fim", {}), ("fedhello", {"fim_start": 3, "fim_every": 2}), ("fedra", {}), ("fisher-per-byte", {"every": 2})]
+    + [("fim", {}), ("fedhello", {"fim_start": 3, "fim_every": 2}), ("fedra", {}), ("fedra-depth", {})]
+    + [("fisher-per-byte", {"every": 2})]
 )
 
 
@@ -146,6 +147,7 @@ def test_no_allocation_exceeds_its_clients_memory_budget(name, params):
     memory = [parse_memory(b) if isinstance(b, str) else None for b in budgets]
     for seed in range(5):
         strategy = build_strategy(name, params)
+        pricing = costs.for_depth_reduced() if strategy.depth_reduced else costs
         scores = np.random.default_rng(seed).random(L)
         for round_number in range(1, 6):
             slots = [
@@ -168,7 +170,7 @@ def test_no_allocation_exceeds_its_clients_memory_budget(name, params):
                 if slot.memory_bytes is None:
                     assert len(layers) <= slot.budget
                 else:
-                    assert costs.peak_bytes(layers) <= slot.memory_bytes, (name, seed, slot, layers)
+                    assert pricing.peak_bytes(layers) <= slot.memory_bytes, (name, seed, slot, layers)
 
 
 def test_fisher_per_byte_buys_the_most_score_per_byte():

@@ -16,6 +16,7 @@ BUILTIN_METHODS: dict[str, dict[str, Any]] = {
     "exclusive": _strategy("exclusive"),
     "straggler": _strategy("straggler"),
     "fedra": _strategy("fedra"),
+    "fedra-depth": _strategy("fedra-depth"),
     **{f"gd-{pattern}": _strategy("gd", pattern=pattern) for pattern in PATTERNS},
     **{f"rgd-{pattern}": _strategy("rgd", pattern=pattern) for pattern in PATTERNS},
     "fim": _strategy("fim"),

@@ -23,6 +23,23 @@ if TYPE_CHECKING:
     from fedhello.tasks.base import Task
 
 
+class GloballyKeyedBlocks(nn.ModuleList):
+    """Some of a model's blocks, in order, registered under their global indices; indexed by position.
+
+    The keys keep parameter names global (`layer.3` stays `layer.3` when it runs second);
+    iterating, slicing and `blocks[i]` go by position, as in a list of just these blocks.
+    """
+
+    def __init__(self, blocks: nn.ModuleList, indices: Iterable[int]) -> None:
+        super().__init__()
+        for index in sorted(set(indices)):
+            self.add_module(str(index), blocks[index])
+
+    def __getitem__(self, position: Any) -> Any:
+        blocks = list(self._modules.values())[position]
+        return nn.ModuleList(blocks) if isinstance(position, slice) else blocks
+
+
 @dataclass
 class FederatedModel:
     model: peft.PeftModel
@@ -95,20 +112,16 @@ class FederatedModel:
     def only_blocks(self, layers: Iterable[int]) -> Iterator[None]:
         """Temporarily run a shallower model of only the blocks `layers`, in their original order.
 
-        The transformer blocks' ModuleList is swapped for one holding the same block objects
-        (no weights are copied), keyed by their global indices, so parameter names stay those
-        of the full model (`layer.3` is still `layer.3`, not `layer.0`). The models' forward
-        passes iterate (or slice) the list, which works whatever its keys; Llama's
-        `layer_idx` only addresses the KV cache, which holds a slot for every global index.
-        The full list is back afterwards, also after an exception.
+        The transformer blocks' ModuleList is swapped for a `GloballyKeyedBlocks` of the same
+        block objects (no weights are copied), so parameter names, and the tensors a client
+        returns, stay those of the full model. Llama's `layer_idx` only addresses the KV
+        cache, which holds a slot for every global index. The full list is back afterwards,
+        also after an exception.
         """
         parent_name, _, attribute = self.layer_map.container.rpartition(".")
         parent = self.model.get_submodule(parent_name)
         blocks = getattr(parent, attribute)
-        kept = nn.ModuleList()
-        for index in sorted(set(layers)):
-            kept.add_module(str(index), blocks[index])
-        setattr(parent, attribute, kept)
+        setattr(parent, attribute, GloballyKeyedBlocks(blocks, layers))
         try:
             yield
         finally:
