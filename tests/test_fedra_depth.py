@@ -15,10 +15,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from conftest import NUM_LABELS, build_tiny_federated, randomize_lora
-from test_resource_budgets import VIT, synthetic_costs
 from torch import nn
 
+from conftest import NUM_LABELS, build_tiny_federated, randomize_lora
 from fedhello.allocation.base import AllocationContext, ClientSlot
 from fedhello.allocation.groups import resolve_budgets
 from fedhello.allocation.registry import build_strategy
@@ -35,6 +34,7 @@ from fedhello.resources.probe import probe_costs
 from fedhello.seeding import torch_generator, torch_seed
 from fedhello.tasks import EvaluationSettings
 from fedhello.training import LocalTrainingSettings, train_locally
+from test_resource_budgets import VIT, synthetic_costs
 
 SETTINGS = LocalTrainingSettings(
     lr=0.05, weight_decay=0.0, batch_size=8, local_epochs=1, max_local_steps=3, max_grad_norm=None
@@ -152,7 +152,7 @@ def test_a_memory_budget_buys_any_blocks_at_their_depth_reduced_price():
 
 
 def client_runtime(federated: FederatedModel, split: BatchSplit) -> ClientRuntime:
-    return ClientRuntime(federated, split, None, [np.arange(len(split))], SETTINGS, 7, EvaluationSettings(8))  # type: ignore[arg-type]
+    return ClientRuntime(federated, split, None, [np.arange(len(split))], SETTINGS, 7, EvaluationSettings(8))
 
 
 def instruction_for(federated: FederatedModel, layers: tuple[int, ...]) -> TrainInstruction:
@@ -169,7 +169,7 @@ def instruction_for(federated: FederatedModel, layers: tuple[int, ...]) -> Train
 
 
 def test_server_puts_each_trained_block_back_at_its_global_index(tiny_bert4):
-    """A client trained blocks {1, 3} of 4: exactly layers 1 and 3 (and the head) move, by the truncated model's updates."""
+    """A client trained blocks {1, 3} of 4: layers 1 and 3 (and the head) move, by the truncated copy's updates."""
     split = BatchSplit(batch_for("bert", 16))
     reference = truncated_by_hand(tiny_bert4, [1, 3])
     start = tiny_bert4.state()
