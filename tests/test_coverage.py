@@ -8,8 +8,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_reliability import assert_same_run, strict_records, tiny_config_data, write_config
-from test_resource_budgets import synthetic_costs
 
 from fedhello import cli
 from fedhello.allocation.base import Allocation, AllocationContext, ClientSlot
@@ -23,6 +21,8 @@ from fedhello.preparation import prepare_task
 from fedhello.records import CoverageRecord
 from fedhello.resources.cost_model import CostModel
 from fedhello.runner import run_experiment
+from test_reliability import assert_same_run, strict_records, tiny_config_data, write_config
+from test_resource_budgets import synthetic_costs
 
 MIB = 2**20
 

@@ -71,34 +71,40 @@ def thinnest_fitting_layer(
     )
 
 
+def refill(
+    shrunk: Sequence[ClientSlot], layers: dict[int, set[int]], counts: Counter[int], costs: CostModel | None
+) -> int:
+    """Give the clients covered layers, one each in turn, until none can afford more; returns how many were given."""
+    given = 0
+    taking = list(shrunk)
+    while taking:
+        still_taking = []
+        for slot in taking:
+            extra = thinnest_fitting_layer(slot, layers[slot.client_id], counts, costs)
+            if extra is not None:
+                layers[slot.client_id].add(extra)
+                counts[extra] += 1
+                given += 1
+                still_taking.append(slot)
+        taking = still_taking
+    return given
+
+
 def enforce_min_trainers(
     allocation: Allocation, clients: Sequence[ClientSlot], min_trainers: int, costs: CostModel | None
 ) -> Allocation:
     """The allocation with every layer trained by 0 or at least `min_trainers` clients (see the module docstring)."""
-    layers = {slot.client_id: set(allocation.layers[slot.client_id]) for slot in clients}
-    counts = Counter(layer for chosen in layers.values() for layer in chosen)
-    pruned = {layer for layer, count in counts.items() if count < min_trainers}
-    shrunk = [slot for slot in clients if layers[slot.client_id] & pruned]
-    for chosen in layers.values():
-        chosen -= pruned
-    for layer in pruned:
-        del counts[layer]
-    refilled = 0
-    taking = shrunk
-    while taking:
-        still_taking = []
-        for slot in taking:
-            layer = thinnest_fitting_layer(slot, layers[slot.client_id], counts, costs)
-            if layer is not None:
-                layers[slot.client_id].add(layer)
-                counts[layer] += 1
-                refilled += 1
-                still_taking.append(slot)
-        taking = still_taking
+    planned = {slot.client_id: set(allocation.layers[slot.client_id]) for slot in clients}
+    planned_counts = Counter(layer for chosen in planned.values() for layer in chosen)
+    pruned = {layer for layer, count in planned_counts.items() if count < min_trainers}
+    shrunk = [slot for slot in clients if planned[slot.client_id] & pruned]
+    layers = {client: chosen - pruned for client, chosen in planned.items()}
+    counts = Counter({layer: count for layer, count in planned_counts.items() if layer not in pruned})
+    refilled = refill(shrunk, layers, counts, costs)
     coverage = CoverageRecord(
         min_trainers=min_trainers,
         pruned=sorted(pruned),
-        removed=sum(len(set(allocation.layers[slot.client_id]) & pruned) for slot in shrunk),
+        removed=sum(len(planned[slot.client_id] & pruned) for slot in shrunk),
         refilled=refilled,
         idle=[slot.client_id for slot in shrunk if not layers[slot.client_id]],
     )

@@ -3,9 +3,10 @@
 Each round the server samples clients, asks the allocation strategy who trains which
 layers (and at what rank), applies the coverage rule (`fedhello.allocation.coverage`) when
 it is on, builds each client's `TrainInstruction`, checks every reply against what it
-sent, aggregates the survivors, evaluates, and returns the round's records. Everything that decides the next round is in `Server.state_dict()`: the global
-tensors, the round and the strategy's state. Random streams are derived from the seed
-and the round number, so no generator state needs saving.
+sent, aggregates the survivors, evaluates, and returns the round's records. Everything
+that decides the next round is in `Server.state_dict()`: the global tensors, the round
+and the strategy's state. Random streams are derived from the seed and the round
+number, so no generator state needs saving.
 """
 
 from __future__ import annotations
