@@ -16,12 +16,11 @@ from fedhello.allocation.registry import build_strategy, strategy_from_config
 from fedhello.allocation.strategy_utils import within_budget
 from fedhello.config import load_config
 from fedhello.errors import ConfigError
-from fedhello.federation.client import Client
 from fedhello.preparation import prepare_task
 from fedhello.records import CoverageRecord
 from fedhello.resources.cost_model import CostModel
 from fedhello.runner import run_experiment
-from test_reliability import assert_same_run, strict_records, tiny_config_data, write_config
+from test_reliability import assert_same_run, interrupt_in_round, strict_records, tiny_config_data, write_config
 from test_resource_budgets import synthetic_costs
 
 MIB = 2**20
@@ -227,16 +226,9 @@ def test_a_run_with_memory_budgets_never_has_a_thin_layer_and_resumes_exactly(
         assert line["coverage"]["min_trainers"] == 2
     assert sum(line["coverage"]["removed"] for line in allocations) > 0  # the rule had work to do
 
-    fit = Client.fit
-
-    def interrupted_fit(self, instruction, runtime):
-        if instruction.round == 3:
-            raise KeyboardInterrupt
-        return fit(self, instruction, runtime)
-
-    monkeypatch.setattr(Client, "fit", interrupted_fit)
+    undo = interrupt_in_round(monkeypatch, 3)
     run = tmp_path / "run"
     assert cli.main(["run", "--config", str(config_path), "--out", str(run)]) == 130
-    monkeypatch.setattr(Client, "fit", fit)
+    undo()
     assert cli.main(["resume", str(run)]) == 0
     assert_same_run(run, reference)
