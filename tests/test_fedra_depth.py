@@ -9,9 +9,9 @@ blocks' global indices.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from collections.abc import Callable
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -30,6 +30,7 @@ from fedhello.federation.messages import TrainInstruction
 from fedhello.federation.server import ServerState
 from fedhello.flower.codec import decode_instruction, encode_instruction
 from fedhello.models.federated_model import FederatedModel
+from fedhello.records import ClientRecord
 from fedhello.resources.cost_model import CostModel
 from fedhello.resources.memory_units import parse_memory
 from fedhello.resources.probe import probe_costs
@@ -141,14 +142,15 @@ def test_depth_reduced_price_is_the_top_suffix_of_the_same_size():
 
 
 def test_a_memory_budget_buys_any_blocks_at_their_depth_reduced_price():
-    """13 MiB buys layer 5 alone at full depth, but any single layer as a sub-model."""
+    """13 MiB buys layer 5 alone at full depth, but any single layer as a sub-model (as the server prices it)."""
     costs = synthetic_costs()
     budgets = ["13MiB"]
     slots = [ClientSlot(client, 0, resolve_budgets(budgets, 6, costs)[0], parse_memory("13MiB")) for client in range(8)]
     drawn = {}
     for name in ("fedra", "fedra-depth"):
         strategy = build_strategy(name, {})
-        allocation = strategy.allocate(AllocationContext(1, 1, 6, slots, [1], np.random.default_rng(0), costs=costs))
+        pricing = costs.for_depth_reduced() if strategy.depth_reduced else costs
+        allocation = strategy.allocate(AllocationContext(1, 1, 6, slots, [1], np.random.default_rng(0), costs=pricing))
         drawn[name] = {allocation.layers[slot.client_id] for slot in slots}
     assert drawn["fedra"] == {(5,)}
     assert len(drawn["fedra-depth"]) > 2 and all(len(layers) == 1 for layers in drawn["fedra-depth"])
@@ -203,7 +205,10 @@ def test_the_instruction_survives_the_flower_codec(tiny_bert4):
     instruction = instruction_for(tiny_bert4, (0, 2))
     decoded = decode_instruction(encode_instruction(instruction))
     assert decoded.depth_reduced is True and decoded.layers == (0, 2)
-    assert decode_instruction(encode_instruction(replace(instruction, depth_reduced=False))).depth_reduced is False
+    assert (
+        decode_instruction(encode_instruction(dataclasses.replace(instruction, depth_reduced=False))).depth_reduced
+        is False
+    )
     runtime = client_runtime(tiny_bert4, split)
     direct = Client(0).fit(instruction, runtime)
     through_flower = Client(0).fit(decoded, runtime)
@@ -212,9 +217,9 @@ def test_the_instruction_survives_the_flower_codec(tiny_bert4):
         assert torch.equal(through_flower.update.deltas[name], delta), name
 
 
-def vit_experiment(folder, budgets: list[str]) -> PreparedExperiment:
+def vit_experiment(folder, budgets: list[str], *extra: str) -> PreparedExperiment:
     overrides = [f"model.name={folder}", *VIT, "federation.rounds=2", f"groups.budgets={json.dumps(budgets)}"]
-    return prepare_experiment(load_config(overrides=[*overrides, "allocation.strategy=fedra-depth"]))
+    return prepare_experiment(load_config(overrides=[*overrides, "allocation.strategy=fedra-depth", *extra]))
 
 
 def lm_experiment(folder, budgets: list[str]) -> PreparedExperiment:
@@ -234,7 +239,9 @@ def depth_budgets(
     return [f"{weak[0]}B", f"{weak[1]}B", "1GiB"], costs
 
 
-def play_round_checked(federation: InProcessFederation, budgets: list[str], costs: CostModel, exact: bool) -> None:
+def play_round_checked(
+    federation: InProcessFederation, budgets: list[str], costs: CostModel, exact: bool
+) -> list[ClientRecord]:
     """One round: exactly the allocated layers move, every client within its budget at the depth-reduced price."""
     before = dict(federation.server.global_state)
     outcome = federation.run_round()
@@ -251,15 +258,19 @@ def play_round_checked(federation: InProcessFederation, budgets: list[str], cost
         else:  # shorter batches than the priced one save less
             assert 0 < client.activation_bytes <= 1.1 * price, (client, price)
         assert client.activation_bytes + client.state_bytes <= parse_memory(budgets[client.group])
+    return outcome.clients
 
 
 def test_two_rounds_learn_within_memory_budgets_and_resume_exactly(tiny_vit_folder, one_torch_thread):
     budgets, costs = depth_budgets(lambda budgets: vit_experiment(tiny_vit_folder, budgets))
     federation = InProcessFederation(vit_experiment(tiny_vit_folder, budgets))
-    states = []
+    states, clients = [], []
     for _ in range(2):
-        play_round_checked(federation, budgets, costs, exact=True)
+        clients += play_round_checked(federation, budgets, costs, exact=True)
         states.append(dict(federation.server.global_state))
+    full_depth = dataclasses.replace(costs, depth_reduced=False)
+    # The server priced the sets as sub-models: some weak client trains blocks it could not afford at full depth.
+    assert any(full_depth.peak_bytes(c.layers) > parse_memory(budgets[c.group]) for c in clients)
 
     resumed = InProcessFederation(vit_experiment(tiny_vit_folder, budgets))
     resumed.server.load_state_dict(ServerState(1, states[0]))
@@ -281,3 +292,20 @@ def test_a_causal_lm_round_runs_sub_models_within_their_budgets(
     budgets, costs = depth_budgets(lambda budgets: lm_experiment(tiny_llama_folder, budgets), headroom=0.1)
     federation = InProcessFederation(lm_experiment(tiny_llama_folder, budgets))
     play_round_checked(federation, budgets, costs, exact=False)
+
+
+def test_the_coverage_rule_refills_at_the_depth_reduced_price(tiny_vit_folder, one_torch_thread):
+    """Refills (`allocation.min_trainers_per_layer`) buy blocks at the sub-model price, as the draw does."""
+    budgets, costs = depth_budgets(lambda budgets: vit_experiment(tiny_vit_folder, budgets))
+    federation = InProcessFederation(vit_experiment(tiny_vit_folder, budgets, "allocation.min_trainers_per_layer=2"))
+    full_depth = dataclasses.replace(costs, depth_reduced=False)
+    refills = 0
+    for _ in range(2):
+        outcome = federation.run_round()
+        assert outcome.allocation.coverage is not None
+        refills += outcome.allocation.coverage.refilled
+        for client in outcome.clients:
+            assert client.activation_bytes + client.state_bytes <= parse_memory(budgets[client.group])
+        if outcome.allocation.coverage.refilled:  # a set unaffordable at full depth was topped up
+            assert any(full_depth.peak_bytes(c.layers) > parse_memory(budgets[c.group]) for c in outcome.clients)
+    assert refills > 0

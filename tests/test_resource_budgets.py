@@ -161,7 +161,7 @@ def test_no_allocation_exceeds_its_clients_memory_budget(name, params):
                 layer_budgets,
                 np.random.default_rng([seed, round_number]),
                 layer_scores=lambda scores=scores: scores,
-                costs=costs,
+                costs=pricing,
             )
             allocation = strategy.allocate(context)
             for slot in slots:

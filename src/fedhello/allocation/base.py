@@ -21,7 +21,7 @@ from fedhello.aggregation import ClientUpdate, aggregate
 from fedhello.config import NoBooleanNumbers, Weighting
 from fedhello.errors import ConfigError, pydantic_message
 from fedhello.models.layers import LayerMap
-from fedhello.records import FisherRecord
+from fedhello.records import CoverageRecord, FisherRecord
 from fedhello.resources.cost_model import CostModel
 from fedhello.tensor_state import TensorState
 
@@ -44,7 +44,8 @@ class ClientSlot:
 class AllocationContext:
     """`round` counts from 1; `layer_scores` returns one importance score per layer on the current global model.
 
-    `costs` prices layer sets; it is set whenever a group has a memory budget or the strategy asks for it.
+    `costs` prices layer sets as the strategy's clients run them (as sub-models for a `depth_reduced` strategy);
+    it is set whenever a group has a memory budget or the strategy asks for it.
     """
 
     round: int
@@ -62,13 +63,15 @@ class Allocation:
     """Each client's layer set; `ranks` (rank-heterogeneous methods only) caps a client's LoRA rank.
 
     `fisher` is set in rounds that refreshed Fisher scores; `info` holds what else a
-    strategy wants to show (its sampling weights, which weights it used).
+    strategy wants to show (its sampling weights, which weights it used); `coverage` is what
+    the server's coverage rule changed (`fedhello.allocation.coverage`), when it is on.
     """
 
     layers: dict[int, tuple[int, ...]]
     info: dict[str, Any] = field(default_factory=dict)
     ranks: dict[int, int] = field(default_factory=dict)
     fisher: FisherRecord | None = None
+    coverage: CoverageRecord | None = None
 
 
 @dataclass
@@ -117,8 +120,12 @@ class AllocationStrategy(ABC):
     # does not is refused with memory budgets, whose bound it would break.
     honours_memory_budgets: ClassVar[bool] = False
     # Clients run a shallower sub-model of only their allocated blocks (FedRA as published) instead of the full
-    # model with the other LoRA layers frozen; `TrainInstruction.depth_reduced` tells the client.
+    # model with the other LoRA layers frozen; `TrainInstruction.depth_reduced` tells the client, and the server
+    # prices its layer sets as such sub-models.
     depth_reduced: ClassVar[bool] = False
+    # Its layer sets may be pruned and refilled by the coverage rule (`allocation.min_trainers_per_layer`); False
+    # where every client trains every layer and the method lies elsewhere (ranks, personal models).
+    layer_sets_adjustable: ClassVar[bool] = True
 
     def __init__(self, params: StrategyParams) -> None:
         self.params = params

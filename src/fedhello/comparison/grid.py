@@ -32,7 +32,6 @@ from fedhello.config import (
     ExperimentConfig,
     NoBooleanNumbers,
     build_config,
-    config_to_yaml,
     deep_merge,
     merge_layer,
     nested,

@@ -1,11 +1,12 @@
 """The server role: it owns the round.
 
 Each round the server samples clients, asks the allocation strategy who trains which
-layers (and at what rank), builds each client's `TrainInstruction`, checks every reply
-against what it sent, aggregates the survivors, evaluates, and returns the round's
-records. Everything that decides the next round is in `Server.state_dict()`: the global
-tensors, the round and the strategy's state. Random streams are derived from the seed
-and the round number, so no generator state needs saving.
+layers (and at what rank), applies the coverage rule (`fedhello.allocation.coverage`) when
+it is on, builds each client's `TrainInstruction`, checks every reply against what it
+sent, aggregates the survivors, evaluates, and returns the round's records. Everything
+that decides the next round is in `Server.state_dict()`: the global tensors, the round
+and the strategy's state. Random streams are derived from the seed and the round
+number, so no generator state needs saving.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from fedhello.allocation.base import (
     ModelLayout,
     StrategyState,
 )
+from fedhello.allocation.coverage import enforce_min_trainers
 from fedhello.allocation.groups import CapabilityGroups
 from fedhello.config import ExperimentConfig
 from fedhello.federation.messages import ClientReply, TrainInstruction
@@ -120,6 +122,8 @@ class Server:
         self.group_budgets = groups.budgets
         self.group_memory = groups.memory
         self.client_groups = groups.client_groups
+        # Layer sets are priced as the strategy's clients run them (the allocation and the coverage rule alike).
+        self.costs = layout.costs.for_depth_reduced() if layout.costs and strategy.depth_reduced else layout.costs
         strategy.bind(layout)
         self.round = 0
         self.global_state: TensorState = dict(layout.initial_state)
@@ -176,9 +180,12 @@ class Server:
                 group_budgets=self.group_budgets,
                 rng=numpy_rng(self.config.seed, "allocation", round_number),
                 layer_scores=lambda: self.runtime.score_layers(self.global_state),
-                costs=self.layout.costs,
+                costs=self.costs,
             )
         )
+        min_trainers = self.config.allocation.min_trainers_per_layer
+        if min_trainers > 1:
+            allocation = enforce_min_trainers(allocation, slots, min_trainers, self.costs)
         instructions, idle = [], []
         for slot in slots:
             layers = allocation.layers[slot.client_id]
@@ -328,6 +335,7 @@ class Server:
                 for slot in plan.slots
             ],
             plan.allocation.info.get("source"),
+            plan.allocation.coverage,
         )
         return RoundOutcome(record, client_records, allocation, plan.allocation.fisher)
 

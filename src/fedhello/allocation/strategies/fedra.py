@@ -8,8 +8,6 @@ its forward pass, activations and memory shrink with its budget, and the server 
 trained block back at its global index.
 """
 
-from dataclasses import replace
-
 import numpy as np
 
 from fedhello.allocation.base import Allocation, AllocationContext, AllocationStrategy
@@ -32,10 +30,4 @@ class FedRAStrategy(AllocationStrategy):
 class FedRADepthStrategy(FedRAStrategy):
     name = "fedra-depth"
     summary = "fedra's draw, but each client runs a shallower sub-model of only its sampled blocks (FedRA as published)"
-    depth_reduced = True
-
-    def allocate(self, context: AllocationContext) -> Allocation:
-        # A memory budget buys layer sets at their depth-reduced price (activations of k blocks, not of the
-        # full model above the lowest one).
-        costs = context.costs.for_depth_reduced() if context.costs is not None else None
-        return super().allocate(replace(context, costs=costs))
+    depth_reduced = True  # the server prices its layer sets as sub-models (`CostModel.for_depth_reduced`)
