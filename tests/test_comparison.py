@@ -181,7 +181,7 @@ def test_ratios_multiply_the_grid():
 def _fake_run(method: str, seed: int, accuracy: float):
     from fedhello.comparison.report import RunMetrics
 
-    scores = {name: accuracy for name in ("best_accuracy", "final_accuracy", "late_accuracy", "final_macro_f1")}
+    scores = dict.fromkeys(("best_accuracy", "final_accuracy", "late_accuracy", "final_macro_f1"), accuracy)
     return RunMetrics(method, "p", None, seed, scores, None, 0, 0.0, 0.0, [1], [accuracy], [0], [1], [], [], [])
 
 

@@ -36,7 +36,11 @@ class Endpoint:
 
     @property
     def difference_unit(self) -> str:
-        return f"{self.name} points" if self.scale == 100 else self.name
+        return f"{self.name} points" if self.scale == 100 else self.axis
+
+    @property
+    def direction(self) -> str:
+        return "lower is better" if self.lower_is_better else "higher is better"
 
     def mean_std(self, mean: float, std: float) -> str:
         return f"{mean * self.scale:.{self.digits}f} ± {std * self.scale:.{self.digits}f}"

@@ -287,7 +287,7 @@ def paired_differences(runs: list[RunMetrics], reference: str, metric: str = "fi
 
 def paired_table(rows: list[dict], endpoint: Endpoint = ENDPOINTS["accuracy"]) -> str:
     """Differences (in points for a percentage); * marks a 95% interval that excludes zero."""
-    unit = "points" if endpoint.scale == 100 else f"{endpoint.short}; lower is better"
+    unit = "points" if endpoint.scale == 100 else f"{endpoint.short}; {endpoint.direction}"
     headers = [
         "method",
         "partition",
