@@ -254,9 +254,9 @@ def paired_t_interval(differences: list[float], confidence: float = 0.95) -> dic
 def paired_differences(runs: list[RunMetrics], reference: str, metric: str = "final_accuracy") -> list[dict]:
     """Per (method, partition, ratio): `metric` minus the reference method's on the same seeds."""
     by_cell = {
-        (run.method, run.partition, run.ratio, run.seed): run.scores[metric]
+        (run.method, run.partition, run.ratio, run.seed): value
         for run in runs
-        if run.scores.get(metric) is not None
+        if (value := run.scores.get(metric)) is not None
     }
     rows = []
     for method, partition, ratio in dict.fromkeys(run.group for run in runs):
@@ -390,8 +390,8 @@ def summarise(runs: list[RunMetrics], layout: ReportLayout) -> list[dict]:
     for (method, partition, ratio), members in groups.items():
         row: dict = {"method": method, "partition": partition, "ratio": ratio or "", "seeds": len(members)}
         for metric in layout.score_names:
-            values = [run.scores[metric] for run in members if run.scores[metric] is not None]
-            row[f"{metric}_mean"], row[f"{metric}_std"] = mean_std(values) if values else (None, None)  # type: ignore[arg-type]
+            values = [value for run in members if (value := run.scores[metric]) is not None]
+            row[f"{metric}_mean"], row[f"{metric}_std"] = mean_std(values) if values else (None, None)
         for metric in COST_METRICS:
             row[f"{metric}_mean"], row[f"{metric}_std"] = mean_std([getattr(run, metric) for run in members])
         if layout.has_target:
