@@ -1,60 +1,131 @@
-"""The README's privacy table from a finished `benchmarks/privacy_vit_mnist.yaml` grid.
+"""The Privacy page's tables from a finished `benchmarks/privacy_vit_mnist.yaml` grid.
 
     .venv/bin/python benchmarks/privacy_table.py runs/privacy-vit-mnist
 
-Per cell: final test accuracy and loss, ε reached, the mean planned coverage of each layer
-(clients per round asked to train it, from `layer_counts`) and, for DP cells, the median
-over rounds of each layer's noise-to-signal ratio. Cells without a final evaluation are
-listed as incomplete.
+Cells are grouped by (strategy, target ε), read from each run's own config. Per group, over
+the seeds: ε reached, final test accuracy (mean ± sample std), the mean paired difference to
+the same strategy without DP and to `fedra` at the same ε, each with a 95% paired-t interval
+over the seeds both ran, the mean planned coverage of each layer (clients per round asked to
+train it) and, with DP, the median over rounds and seeds of each layer's noise-to-signal
+ratio. Cells that have not finished count in the seeds column only; those not started are skipped.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from benchlib import machine_description
-from fedhello.outputs.run_writer import read_jsonl
+from fedhello.comparison.report import paired_t_interval
 from fedhello.outputs.summary import format_table
+from fedhello.run_directory import RunDirectory
+
+REFERENCE_STRATEGY = "fedra"
 
 
-def cell_row(run: Path) -> list[object]:
-    cell = json.loads((run / "cell.json").read_text())
-    rounds = read_jsonl(run / "metrics.jsonl")
-    final = rounds[-1].get("eval") if rounds else None
-    if not final or final.get("split") != "test":
-        return [cell["method"], "incomplete", "", "", "", ""]
-    coverage = np.mean([r["layer_counts"] for r in rounds], axis=0)
-    private = [r["privacy"] for r in rounds if r.get("privacy")]
-    if private:
-        ratios = [[p["layer_noise_to_signal"][layer] for p in private] for layer in range(len(coverage))]
-        head = np.median([p["head_noise_to_signal"] for p in private])
-        shown = [f"{np.median(values):.0f}" if None not in values else "-" for values in ratios]  # -: never trained
-        epsilon, noise = f"{private[-1]['epsilon']:.2f}", " ".join(shown) + f" / head {head:.1f}"
-    else:
-        epsilon, noise = "∞ (no DP)", ""
-    shown_coverage = " ".join(f"{count:.0f}" for count in coverage)
-    return [cell["method"], f"{final['accuracy']:.4f}", f"{final['loss']:.3f}", epsilon, shown_coverage, noise]
+@dataclass
+class Cell:
+    strategy: str
+    target_epsilon: float | None  # None: no DP
+    seed: int
+    accuracy: float | None  # final test accuracy; None: incomplete
+    epsilon: float | None
+    coverage: np.ndarray
+    noise_to_signal: list[list[float | None]]  # per DP round, per layer (None: nobody trained it)
+    head_noise_to_signal: list[float]
+
+
+def read_cell(run: Path) -> Cell:
+    directory = RunDirectory(run)
+    config = directory.config()
+    rounds = directory.rounds()
+    final = rounds[-1].eval if rounds else None
+    private = [r.privacy for r in rounds if r.privacy is not None]
+    return Cell(
+        strategy=config.allocation.strategy,
+        target_epsilon=config.privacy.target_epsilon if config.privacy.enabled else None,
+        seed=json.loads((run / "cell.json").read_text())["seed"],
+        accuracy=final.accuracy if final is not None and final.split == "test" else None,
+        epsilon=private[-1].epsilon if private else None,
+        coverage=np.mean([r.layer_counts for r in rounds], axis=0) if rounds else np.zeros(0),
+        noise_to_signal=[p.layer_noise_to_signal for p in private],
+        head_noise_to_signal=[p.head_noise_to_signal for p in private if p.head_noise_to_signal is not None],
+    )
+
+
+def paired(cells: list[Cell], reference: list[Cell]) -> str:
+    """Mean paired difference in accuracy points over the seeds both completed, with its 95% interval."""
+    by_seed = {c.seed: c.accuracy for c in reference if c.accuracy is not None}
+    differences = [100 * (c.accuracy - by_seed[c.seed]) for c in cells if c.accuracy is not None and c.seed in by_seed]
+    if not differences:
+        return ""
+    interval = paired_t_interval(differences)
+    if interval["low"] is None:
+        return f"{interval['mean']:+.2f} (1 seed)"
+    mark = " *" if interval["significant"] else ""
+    return f"{interval['mean']:+.2f} [{interval['low']:+.2f}, {interval['high']:+.2f}]{mark}"
+
+
+def noise_column(cells: list[Cell]) -> str:
+    ratios = [ratios for c in cells for ratios in c.noise_to_signal]
+    if not ratios:
+        return ""
+    per_layer = [
+        f"{np.median(values):.0f}" if None not in (values := [r[layer] for r in ratios]) else "-"  # -: never trained
+        for layer in range(len(ratios[0]))
+    ]
+    head = np.median([value for c in cells for value in c.head_noise_to_signal])
+    return " ".join(per_layer) + f" / head {head:.1f}"
+
+
+def group_row(cells: list[Cell], groups: dict[tuple[str, float | None], list[Cell]]) -> list[object]:
+    strategy, target = cells[0].strategy, cells[0].target_epsilon
+    done = [c.accuracy for c in cells if c.accuracy is not None]
+    accuracy = f"{100 * np.mean(done):.2f} ± {100 * np.std(done, ddof=1) if len(done) > 1 else 0:.2f}" if done else ""
+    epsilons = [c.epsilon for c in cells if c.epsilon is not None]
+    return [
+        strategy,
+        f"{max(epsilons):.2f}" if epsilons else "no DP",
+        f"{len(done)}/{len(cells)}",
+        accuracy,
+        paired(cells, groups.get((strategy, None), [])) if target is not None else "",
+        paired(cells, groups.get((REFERENCE_STRATEGY, target), [])) if strategy != REFERENCE_STRATEGY else "",
+        " ".join(f"{count:.0f}" for count in np.mean([c.coverage for c in cells], axis=0)),
+        noise_column(cells),
+    ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("grid", type=Path, help="the comparison's output directory")
     args = parser.parse_args()
-    rows = [cell_row(run) for run in sorted((args.grid / "runs").iterdir())]
+    groups: dict[tuple[str, float | None], list[Cell]] = defaultdict(list)
+    started = [run for run in sorted((args.grid / "runs").iterdir()) if (run / "config.yaml").exists()]
+    for run in started:
+        cell = read_cell(run)
+        groups[(cell.strategy, cell.target_epsilon)].append(cell)
+
+    def order(key: tuple[str, float | None]) -> tuple[str, float]:
+        return (key[0], -(key[1] if key[1] is not None else np.inf))
+
     headers = [
         "method",
-        "final test accuracy",
-        "final test loss",
         "ε (δ=1e-4)",
-        "mean clients per layer 0-5",
-        "median noise/signal per layer 0-5",
+        "seeds",
+        "final test accuracy %",
+        "Δ vs no DP (95% CI)",
+        f"Δ vs {REFERENCE_STRATEGY} at same ε (95% CI)",
+        "mean clients per round, layers 0-5",
+        "median noise / signal, layers 0-5 / head",
     ]
-    print(format_table(headers, rows))
+    print(format_table(headers, [group_row(groups[key], groups) for key in sorted(groups, key=order)]))
     print()
+    print("Δ: mean paired difference in accuracy points over the seeds both ran; * where the interval excludes 0.")
     print(machine_description())
 
 

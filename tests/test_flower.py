@@ -74,8 +74,12 @@ PRIVATE = (
 )
 
 
+# The coverage rule: with 2 clients per round, a layer only one of them would train is pruned and refilled.
+COVERAGE = ("allocation.min_trainers_per_layer=2",)
+
+
 @pytest.mark.slow  # Ray's start-up: minutes on 2 cores
-@pytest.mark.parametrize("extra", [(), pytest.param(PRIVATE, id="private")])
+@pytest.mark.parametrize("extra", [(), pytest.param(PRIVATE, id="private"), pytest.param(COVERAGE, id="coverage")])
 def test_flower_simulation_equals_the_inprocess_engine(
     tiny_vit_folder, tmp_path, round_states, one_torch_thread, extra
 ):
@@ -112,6 +116,8 @@ def test_flower_simulation_equals_the_inprocess_engine(
         epsilons = [[r["privacy"]["epsilon"] for r in read_jsonl(run.out_dir / "metrics.jsonl")] for run in runs]
         assert epsilons[0] == epsilons[1] and len(epsilons[0]) == 2
         assert all(client["within_clip"] is not None for client in flower_clients if client["status"] == "trained")
+    if config.allocation.min_trainers_per_layer > 1:  # the ServerApp's `Server` pruned as the in-process one did
+        assert any(line["coverage"]["removed"] for line in read_jsonl(flower.out_dir / "allocations.jsonl"))
     assert json.loads((flower.out_dir / "run_info.json").read_text())["engine"] == "flower-sim"
     for name in ("summary.md", "metrics.csv", "partition.csv", "adapter.safetensors", "fisher.jsonl"):
         assert (flower.out_dir / name).stat().st_size > 0, name

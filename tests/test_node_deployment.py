@@ -14,16 +14,24 @@ from fedhello.flower.deployment import LocalDeployment, write_flower_app
 from fedhello.flower.node_worker import NodeWorker, forward
 from fedhello.node_preparation import export_partitions
 from fedhello.outputs.run_writer import read_jsonl
-from test_flower import _running_in_group, flower_config
+from fedhello.privacy.accounting import epsilon
+from test_flower import PRIVATE, _running_in_group, flower_config
 
 HEAD = "base_model.model.classifier.weight"
 
 
 @pytest.mark.slow
 def test_nodes_with_their_own_files_complete_and_a_corrupt_node_is_dropped_with_its_reason(tiny_vit_folder, tmp_path):
-    """Two nodes read their exported files through node workers; node 2's file has a label outside the set."""
+    """Two nodes read their exported files through node workers; node 2's file has a label outside the set.
+
+    With differential privacy on: the node workers clip, the ServerApp adds the noise and accounts.
+    """
     config = flower_config(
-        tiny_vit_folder, "federation.clients_per_round=3", "federation.rounds=2", "flower.round_timeout_s=150"
+        tiny_vit_folder,
+        "federation.clients_per_round=3",
+        "federation.rounds=2",
+        "flower.round_timeout_s=150",
+        *PRIVATE,
     )
     export_partitions(config, tmp_path / "parts")
     corrupt = tmp_path / "parts" / "client-002.npz"
@@ -55,6 +63,11 @@ def test_nodes_with_their_own_files_complete_and_a_corrupt_node_is_dropped_with_
         assert record["dropped"][0]["reason"].startswith(reason), record["dropped"][0]["reason"]
     trained = [c for c in read_jsonl(run_dir / "clients.jsonl") if c["status"] == "trained"]
     assert sorted(c["client"] for c in trained) == [0, 0, 1, 1]
+    assert all(c["within_clip"] is not None for c in trained)  # clipped on the node
+    assert [r["privacy"]["epsilon"] for r in rounds] == [
+        pytest.approx(epsilon(0.8, num_clients=3, clients_per_round=3, rounds=round_number, delta=0.01))
+        for round_number in (1, 2)
+    ]
     assert (run_dir / "summary.md").stat().st_size > 0
     assert all(any((tmp_path / f"cache{node}").iterdir()) for node in (0, 1))  # encoded once, on each node's disk
     assert not (tmp_path / "cache2").exists()

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -184,24 +185,30 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_result(reference, tmp_path, 
     assert_same_run(run, reference_run)
 
 
-def test_ctrl_c_stops_cleanly_with_a_resume_line(reference, tmp_path, monkeypatch, capsys, one_torch_thread) -> None:
-    config_path, reference_run = reference
+def interrupt_in_round(monkeypatch, round_number: int) -> Callable[[], None]:
+    """Make local training raise KeyboardInterrupt (Ctrl-C) in round `round_number`; returns what undoes it."""
     from fedhello.federation.client import Client
 
     fit = Client.fit
 
     def interrupted_fit(self, instruction, runtime):
-        if instruction.round == 3:
+        if instruction.round == round_number:
             raise KeyboardInterrupt
         return fit(self, instruction, runtime)
 
     monkeypatch.setattr(Client, "fit", interrupted_fit)
+    return lambda: monkeypatch.setattr(Client, "fit", fit)
+
+
+def test_ctrl_c_stops_cleanly_with_a_resume_line(reference, tmp_path, monkeypatch, capsys, one_torch_thread) -> None:
+    config_path, reference_run = reference
+    undo = interrupt_in_round(monkeypatch, 3)
     run = tmp_path / "run"
     assert cli.main(["run", "--config", str(config_path), "--out", str(run)]) == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"fedhello resume {run}" in err[0] and "round 2 of 4" in err[0], err
     assert read_status(run)["status"] == "interrupted"
-    monkeypatch.setattr(Client, "fit", fit)
+    undo()
     assert cli.main(["resume", str(run)]) == 0
     assert_same_run(run, reference_run)
 

@@ -240,6 +240,13 @@ class AllocationConfig(_Section):
     plugins: list[str] = Field(
         default_factory=list, description="modules to import first; they may register strategies"
     )
+    min_trainers_per_layer: int = Field(
+        1,
+        ge=1,
+        description="coverage rule: each round, a layer fewer than this many of the round's clients would train is "
+        "trained by none, and those clients get layers at least this many train within their budget instead "
+        "(1: off; layer-set strategies only, at most federation.clients_per_round)",
+    )
 
 
 class FisherConfig(_Section):

@@ -193,16 +193,38 @@ class AssignedLayers(JsonRecord):
 
 
 @dataclass
+class CoverageRecord(JsonRecord):
+    """What the coverage rule (`allocation.min_trainers_per_layer`) changed in one round's allocation.
+
+    `pruned`: the layers fewer than `min_trainers` clients were to train, taken from all of them;
+    `removed` / `refilled`: client-layer assignments taken away / given back; `idle`: clients left
+    with no layer, who sit out.
+    """
+
+    min_trainers: int
+    pruned: list[int]
+    removed: int
+    refilled: int
+    idle: list[int]
+
+
+@dataclass
 class AllocationRecord(JsonRecord):
-    """Who trains which layers in one round (a line of allocations.jsonl)."""
+    """Who trains which layers in one round (a line of allocations.jsonl); `coverage` is set when the rule is on."""
 
     round: int
     clients: list[AssignedLayers]
     source: str | None = None
+    coverage: CoverageRecord | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> AllocationRecord:
-        return cls(data["round"], [AssignedLayers.from_json(c) for c in data["clients"]], data.get("source"))
+        return cls(
+            data["round"],
+            [AssignedLayers.from_json(c) for c in data["clients"]],
+            data.get("source"),
+            CoverageRecord.from_json(data["coverage"]) if data.get("coverage") else None,
+        )
 
 
 @dataclass

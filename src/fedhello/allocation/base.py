@@ -21,7 +21,7 @@ from fedhello.aggregation import ClientUpdate, aggregate
 from fedhello.config import NoBooleanNumbers, Weighting
 from fedhello.errors import ConfigError, pydantic_message
 from fedhello.models.layers import LayerMap
-from fedhello.records import FisherRecord
+from fedhello.records import CoverageRecord, FisherRecord
 from fedhello.resources.cost_model import CostModel
 from fedhello.tensor_state import TensorState
 
@@ -62,13 +62,15 @@ class Allocation:
     """Each client's layer set; `ranks` (rank-heterogeneous methods only) caps a client's LoRA rank.
 
     `fisher` is set in rounds that refreshed Fisher scores; `info` holds what else a
-    strategy wants to show (its sampling weights, which weights it used).
+    strategy wants to show (its sampling weights, which weights it used); `coverage` is what
+    the server's coverage rule changed (`fedhello.allocation.coverage`), when it is on.
     """
 
     layers: dict[int, tuple[int, ...]]
     info: dict[str, Any] = field(default_factory=dict)
     ranks: dict[int, int] = field(default_factory=dict)
     fisher: FisherRecord | None = None
+    coverage: CoverageRecord | None = None
 
 
 @dataclass
@@ -116,6 +118,9 @@ class AllocationStrategy(ABC):
     # Keeps every client's layer set within a memory budget (`strategy_utils.within_budget`); a strategy that
     # does not is refused with memory budgets, whose bound it would break.
     honours_memory_budgets: ClassVar[bool] = False
+    # Its layer sets may be pruned and refilled by the coverage rule (`allocation.min_trainers_per_layer`); False
+    # where every client trains every layer and the method lies elsewhere (ranks, personal models).
+    layer_sets_adjustable: ClassVar[bool] = True
 
     def __init__(self, params: StrategyParams) -> None:
         self.params = params

@@ -63,6 +63,7 @@ class RankHeterogeneousStrategy(AllocationStrategy):
 
     Params: ClassVar[type[StrategyParams]] = RankParams
     params: RankParams
+    layer_sets_adjustable = False
 
     def __init__(self, params: RankParams) -> None:
         super().__init__(params)

@@ -13,6 +13,7 @@ import sys
 from importlib.metadata import entry_points
 
 from fedhello.allocation.base import AllocationStrategy
+from fedhello.allocation.coverage import check_coverage_rule
 from fedhello.config import ExperimentConfig
 from fedhello.errors import ConfigError
 from fedhello.privacy.validation import check_private_strategy
@@ -85,5 +86,6 @@ def strategy_from_config(config: ExperimentConfig) -> AllocationStrategy:
             f"config field 'allocation.strategy': {strategy.name!r} does not keep clients within the memory budgets "
             f"of 'groups.budgets' ({', '.join(memory)}); use layer-count budgets, or a strategy that does: {keeps}"
         )
+    check_coverage_rule(config, strategy)
     check_private_strategy(config, strategy)
     return strategy

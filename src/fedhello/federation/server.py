@@ -1,11 +1,12 @@
 """The server role: it owns the round.
 
 Each round the server samples clients, asks the allocation strategy who trains which
-layers (and at what rank), builds each client's `TrainInstruction`, checks every reply
-against what it sent, aggregates the survivors, evaluates, and returns the round's
-records. Everything that decides the next round is in `Server.state_dict()`: the global
-tensors, the round and the strategy's state. Random streams are derived from the seed
-and the round number, so no generator state needs saving.
+layers (and at what rank), applies the coverage rule (`fedhello.allocation.coverage`) when
+it is on, builds each client's `TrainInstruction`, checks every reply against what it
+sent, aggregates the survivors, evaluates, and returns the round's records. Everything
+that decides the next round is in `Server.state_dict()`: the global tensors, the round
+and the strategy's state. Random streams are derived from the seed and the round
+number, so no generator state needs saving.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from fedhello.allocation.base import (
     ModelLayout,
     StrategyState,
 )
+from fedhello.allocation.coverage import enforce_min_trainers
 from fedhello.allocation.groups import CapabilityGroups
 from fedhello.config import ExperimentConfig
 from fedhello.federation.messages import ClientReply, TrainInstruction
@@ -179,6 +181,9 @@ class Server:
                 costs=self.layout.costs,
             )
         )
+        min_trainers = self.config.allocation.min_trainers_per_layer
+        if min_trainers > 1:
+            allocation = enforce_min_trainers(allocation, slots, min_trainers, self.layout.costs)
         instructions, idle = [], []
         for slot in slots:
             layers = allocation.layers[slot.client_id]
@@ -327,6 +332,7 @@ class Server:
                 for slot in plan.slots
             ],
             plan.allocation.info.get("source"),
+            plan.allocation.coverage,
         )
         return RoundOutcome(record, client_records, allocation, plan.allocation.fisher)
 

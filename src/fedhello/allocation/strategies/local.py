@@ -17,6 +17,7 @@ class LocalStrategy(AllocationStrategy):
     summary = "no aggregation: every client keeps and trains its own LoRA + head (all layers)"
     communicates = False
     personal_models = True
+    layer_sets_adjustable = False
 
     def allocate(self, context: AllocationContext) -> Allocation:
         every_layer = tuple(range(context.num_layers))
