@@ -181,27 +181,8 @@ def test_ratios_multiply_the_grid():
 def _fake_run(method: str, seed: int, accuracy: float):
     from fedhello.comparison.report import RunMetrics
 
-    return RunMetrics(
-        method,
-        "p",
-        None,
-        seed,
-        accuracy,
-        accuracy,
-        accuracy,
-        accuracy,
-        None,
-        0,
-        0.0,
-        0.0,
-        [1],
-        [accuracy],
-        [0],
-        [1],
-        [],
-        [],
-        [],
-    )
+    scores = dict.fromkeys(("best_accuracy", "final_accuracy", "late_accuracy", "final_macro_f1"), accuracy)
+    return RunMetrics(method, "p", None, seed, scores, None, 0, 0.0, 0.0, [1], [accuracy], [0], [1], [], [], [])
 
 
 def test_paired_t_interval_on_hand_made_numbers():
@@ -233,12 +214,22 @@ def test_paired_differences_pair_by_seed():
     assert row["low"] == pytest.approx(0.02 - 0.012416, abs=1e-5) and row["significant"]
 
 
-def test_comparisons_refuse_tasks_without_accuracy(tmp_path):
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ("endpoint=loss", "endpoint"),  # classification reports accuracy and macro-F1
+        ("endpoint=bleu", "endpoint"),
+        ("target_accuracy=0.5", "target_accuracy"),  # with the causal-LM task below
+    ],
+)
+def test_an_endpoint_the_task_does_not_report_is_refused(tmp_path, override, field):
     from fedhello.comparison.grid import load_comparison, run_comparison
 
-    comparison = load_comparison("offline-smoke", None, ["base.model.task=causal_lm"])
-    with pytest.raises(ConfigError, match=r"base\.model\.task"):
+    causal = ["base.model.task=causal_lm", "base.data.dataset=chatterbot"] if field == "target_accuracy" else []
+    with pytest.raises(ConfigError, match=rf"^comparison field '{field}': ") as caught:
+        comparison = load_comparison("offline-smoke", None, [override, *causal])
         run_comparison(comparison, tmp_path / "grid", progress=False)
+    assert "\n" not in str(caught.value)
     assert not (tmp_path / "grid").exists()
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import math
+import weakref
 
 import numpy as np
 import pytest
@@ -148,6 +150,23 @@ def test_meter_counts_saved_activations_not_parameters():
         layer(x)  # nothing requires grad: nothing is saved
     assert meter.current_bytes == 0
     assert meter.peak_bytes == 2 * 4 * 16 * 4
+
+
+def test_a_metered_forward_pass_without_backward_frees_its_activations():
+    """The cost probe runs forward passes only: its saved outputs must not outlive the pass (they leaked 15 GB)."""
+    x = torch.randn(8, 8, requires_grad=True)
+    meter = SavedActivationMeter(torch.nn.Linear(1, 1))
+    with meter.step():
+        output = torch.sigmoid(x @ x)  # sigmoid saves its output for backward
+    freed = weakref.ref(output)
+    del output
+    gc.collect()
+    assert freed() is None and meter.peak_bytes > 0
+    with meter.step():
+        metered = torch.sigmoid(x @ x).sum()
+    (metered_grad,) = torch.autograd.grad(metered, x)
+    (plain_grad,) = torch.autograd.grad(torch.sigmoid(x @ x).sum(), x)
+    assert torch.equal(metered_grad, plain_grad)  # what backward reads is unchanged
 
 
 @pytest.mark.parametrize(

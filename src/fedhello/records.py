@@ -90,6 +90,10 @@ class EvalResult(JsonRecord):
     num_clients: int | None = None
     class_correct: list[int] | None = None  # per class label: correct predictions (global evaluations)
     class_total: list[int] | None = None  # per class label: test samples evaluated
+    # causal LM, per category (the instruction data's class label): summed answer-token loss and answer tokens,
+    # so the held-out loss on any set of categories is sum(class_loss) / sum(class_tokens) over them
+    class_loss: list[float] | None = None
+    class_tokens: list[int] | None = None
 
     @property
     def headline(self) -> str:

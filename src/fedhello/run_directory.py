@@ -212,12 +212,13 @@ class RunDirectory:
                 )
 
     def partition(self) -> list[dict]:
-        """partition.csv's rows: client, number of samples and classes, class counts."""
+        """partition.csv's rows: client, its capability group, number of samples and classes, class counts."""
         with (self.path / PARTITION_FILE).open(newline="") as handle:
             rows = list(csv.reader(handle))
         return [
             {
                 "client": int(row[0]),
+                "group": int(row[1]),
                 "num_samples": int(row[3]),
                 "num_classes": int(row[4]),
                 "class_counts": [int(count) for count in row[5:]],

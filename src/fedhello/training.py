@@ -44,7 +44,9 @@ class SavedActivationMeter:
         if pointer not in self._parameter_storages and pointer not in self._seen:
             self._seen.add(pointer)
             self.current_bytes += storage.nbytes()
-        return tensor
+        # Detached: a saved output kept as itself would reference its own grad_fn, a cycle that keeps a forward
+        # pass's activations alive until a backward frees them (the cost probe runs forward passes only).
+        return tensor.detach()
 
     @contextlib.contextmanager
     def step(self) -> Iterator[None]:

@@ -26,6 +26,7 @@ import yaml
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fedhello.allocation.registry import strategy_from_config
+from fedhello.comparison.endpoints import ENDPOINTS, comparison_endpoint
 from fedhello.comparison.methods import BUILTIN_METHODS, CENTRALIZED, centralized_overrides, known_methods
 from fedhello.config import (
     COMPARISON_PRESET_PACKAGE,
@@ -42,7 +43,6 @@ from fedhello.config import (
 from fedhello.errors import ConfigError, pydantic_message
 from fedhello.output_paths import check_creatable
 from fedhello.run_lock import LOCK_FILE, run_lock
-from fedhello.tasks import task_for
 
 
 class MethodSpec(NoBooleanNumbers):
@@ -75,6 +75,18 @@ class ComparisonConfig(NoBooleanNumbers):
     reference_method: str | None = Field(
         None, description="report every method's mean paired difference (same seeds) to this method, with a 95% CI"
     )
+    endpoint: str | None = Field(
+        None,
+        description="the metric paired differences, per-group table and plots use (null: the task's default, "
+        "accuracy for classification, held-out loss for causal_lm)",
+    )
+
+    @field_validator("endpoint")
+    @classmethod
+    def _known_endpoint(cls, endpoint: str | None) -> str | None:
+        if endpoint is not None and endpoint not in ENDPOINTS:
+            raise ValueError(f"unknown endpoint {endpoint!r}; one of {', '.join(ENDPOINTS)}")
+        return endpoint
 
     @field_validator("methods")
     @classmethod
@@ -250,13 +262,8 @@ def run_comparison(comparison: ComparisonConfig, out_dir: Path, progress: bool =
     """Run every incomplete cell (in `workers` processes); return all cell run directories (in grid order)."""
     grid = cells(comparison)
     configs = [cell_config(comparison, cell) for cell in grid]  # reject bad cells before running any
-    unsupported = {config.model.task for config in configs if task_for(config.model.task).headline_metric != "accuracy"}
-    if unsupported:
-        raise ConfigError(
-            f"comparison field 'base.model.task': the comparison report tabulates accuracy and F1, which "
-            f"{', '.join(sorted(unsupported))} does not report; run each method with `fedhello run` and read "
-            "its summary.md"
-        )
+    for task_kind in dict.fromkeys(config.model.task for config in configs):
+        comparison_endpoint(task_kind, comparison.endpoint, comparison.target_accuracy)
     check_comparison_dir(out_dir)
     for cell, config in zip(grid, configs, strict=True):
         config.output.progress = progress and workers == 1  # bars of parallel cells would interleave

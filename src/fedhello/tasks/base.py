@@ -46,6 +46,8 @@ class Task(ABC):
     description: ClassVar[str]
     data_type: ClassVar[type]  # the dataset class (data/datasets.py, data/instructions.py) it reads
     headline_metric: ClassVar[str]  # the EvalResult field summaries and progress bars show
+    # The EvalResult fields a comparison tabulates; the first is its default endpoint (`fedhello compare`).
+    comparison_metrics: ClassVar[tuple[str, ...]]
 
     @abstractmethod
     def load_model(self, config: ExperimentConfig, num_classes: int, device: torch.device) -> FederatedModel:

@@ -2,8 +2,10 @@
 
 Inputs are chat-template renderings of each pair with the prompt and padding masked out
 of the labels (data/instruction_encoding.py), so the loss, the held-out perplexity and
-the Fisher objective all count answer tokens only. The headline metric is ROUGE-L of
-greedy generations on held-out prompts. There is no task head: the LM head is part of
+the Fisher objective all count answer tokens only. The evaluation also records the loss
+per category (class_loss / class_tokens), so a comparison can report the held-out loss on
+the categories a group of clients holds. The headline metric is ROUGE-L of greedy
+generations on held-out prompts. There is no task head: the LM head is part of
 the frozen base, and clients exchange LoRA tensors only.
 """
 
@@ -34,6 +36,7 @@ class CausalLMTask(Task):
     description = "instruction tuning of a decoder LLM (Llama-style q_proj/v_proj): answer tokens only, ROUGE-L"
     data_type = InstructionData
     headline_metric = "rouge_l"
+    comparison_metrics = ("loss", "perplexity", "rouge_l")  # held-out loss: low noise, unlike a few answers' ROUGE-L
 
     def load_model(self, config: ExperimentConfig, num_classes: int, device: torch.device) -> FederatedModel:
         model, tokenizer = load_with_lora(
@@ -68,7 +71,9 @@ class CausalLMTask(Task):
             raise TypeError(f"causal_lm evaluates an InstructionSplit, not a {type(data).__name__}")
         model, device = federated.model, federated.device
         model.eval()
-        total_loss, answer_tokens = 0.0, 0
+        categories = data.classes[indices].numpy()
+        num_categories = int(data.classes.max()) + 1 if len(data) else 0
+        sample_loss, sample_tokens = np.zeros(len(indices)), np.zeros(len(indices), dtype=np.int64)
         for start in range(0, len(indices), settings.batch_size):
             batch = {
                 key: value.to(device) for key, value in data.batch(indices[start : start + settings.batch_size]).items()
@@ -77,15 +82,21 @@ class CausalLMTask(Task):
             with autocast_for(device, settings.precision):
                 logits = model(**batch).logits.float()
             targets = labels[:, 1:]
-            total_loss += F.cross_entropy(
-                logits[:, :-1].flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
-            ).item()
-            answer_tokens += int((targets != IGNORE_INDEX).sum())
-        loss = total_loss / max(answer_tokens, 1)
+            token_loss = F.cross_entropy(
+                logits[:, :-1].flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="none"
+            ).view(targets.shape)
+            stop = start + len(targets)
+            sample_loss[start:stop] = token_loss.sum(1).double().cpu().numpy()
+            sample_tokens[start:stop] = (targets != IGNORE_INDEX).sum(1).cpu().numpy()
+        loss = float(sample_loss.sum()) / max(int(sample_tokens.sum()), 1)
         metrics: dict[str, Any] = {
             "loss": loss,
             "perplexity": math.exp(min(loss, 50.0)),
             "num_samples": len(indices),
+            "class_loss": np.bincount(categories, weights=sample_loss, minlength=num_categories).tolist(),
+            "class_tokens": np.bincount(categories, weights=sample_tokens, minlength=num_categories)
+            .astype(np.int64)
+            .tolist(),
         }
         generated = indices[: settings.generate_samples]
         if len(generated):

@@ -62,6 +62,7 @@ class ClassificationTask(Task):
     """A label per sample: cross-entropy, accuracy / macro-F1 / micro-F1, Fisher of log p(y | x)."""
 
     headline_metric = "accuracy"
+    comparison_metrics = ("accuracy", "macro_f1")
     model_class: ClassVar[Any]  # a transformers Auto class with a classification head
     preprocessor_class: ClassVar[Any]
     model_options: ClassVar[dict[str, Any]] = {}
