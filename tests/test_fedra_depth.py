@@ -227,15 +227,13 @@ def lm_experiment(folder, budgets: list[str]) -> PreparedExperiment:
     return prepare_experiment(lm_config(folder, *overrides, "allocation.strategy=fedra-depth"))
 
 
-def depth_budgets(
-    build: Callable[[list[str]], PreparedExperiment], headroom: float = 0.0
-) -> tuple[list[str], CostModel]:
+def depth_budgets(build: Callable[[list[str]], PreparedExperiment]) -> tuple[list[str], CostModel]:
     """Memory budgets the weakest groups meet with one and two blocks as sub-models, and the depth-reduced price."""
     measured = build(["1GiB", "1GiB", "1GiB"]).costs
     assert measured is not None
     costs = measured.for_depth_reduced()
     top = measured.num_layers - 1
-    weak = [int(costs.peak_bytes(layers) * (1 + headroom)) + 100 for layers in ([top], [top - 1, top])]
+    weak = [costs.peak_bytes(layers) + 100 for layers in ([top], [top - 1, top])]
     return [f"{weak[0]}B", f"{weak[1]}B", "1GiB"], costs
 
 
@@ -255,8 +253,8 @@ def play_round_checked(
         price = costs.cost(client.layers).activation_bytes
         if exact:
             assert client.activation_bytes == price, (client, price)
-        else:  # shorter batches than the priced one save less
-            assert 0 < client.activation_bytes <= 1.1 * price, (client, price)
+        else:  # the price is the costliest batch's (the widest, padded); others save less or the same
+            assert 0 < client.activation_bytes <= price, (client, price)
         assert client.activation_bytes + client.state_bytes <= parse_memory(budgets[client.group])
     return outcome.clients
 
@@ -284,12 +282,12 @@ def test_a_causal_lm_round_runs_sub_models_within_their_budgets(
     tiny_instructions,  # noqa: F811
     one_torch_thread,
 ):
-    """Llama causal LM, LoRA on every projection: the price bounds each client within 10%, as at full depth.
+    """Llama causal LM, LoRA on every projection: the price bounds each client, as at full depth.
 
-    Instruction batches are cut to their longest sample, so most cost less than the priced longest batch;
-    that batch has no padding, and a padded batch of the same length also saves its attention mask.
+    Instruction batches are cut to their longest sample, so most save less than the priced batch (the
+    widest, padded); none saves more, so budgets at the exact price hold.
     """
-    budgets, costs = depth_budgets(lambda budgets: lm_experiment(tiny_llama_folder, budgets), headroom=0.1)
+    budgets, costs = depth_budgets(lambda budgets: lm_experiment(tiny_llama_folder, budgets))
     federation = InProcessFederation(lm_experiment(tiny_llama_folder, budgets))
     play_round_checked(federation, budgets, costs, exact=False)
 

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import random_split
 
 from fedhello.allocation.base import AllocationContext, ClientSlot
 from fedhello.allocation.groups import resolve_budgets
@@ -18,7 +19,7 @@ from fedhello.outputs.run_writer import read_jsonl
 from fedhello.preparation import prepare_task
 from fedhello.resources.cost_model import CostModel
 from fedhello.resources.memory_units import parse_memory
-from fedhello.resources.probe import COST_FILE, cost_model_for, probe_costs
+from fedhello.resources.probe import COST_FILE, cost_model_for, largest_batch, probe_costs
 from fedhello.runner import run_experiment
 from fedhello.training import LocalTrainingSettings, train_locally
 
@@ -30,22 +31,34 @@ L = 6
 
 
 @pytest.mark.parametrize("arch", ["bert", "llama"])
-def test_cost_model_matches_measured_activation_bytes(arch, tiny_federated, encoded_split):
+def test_cost_model_prices_a_training_step_exactly(arch, tiny_federated, encoded_split):
+    """Every layer set's activation price is what a real step saves on the probe's (padded) batch; no batch saves more."""
     federated = tiny_federated(arch, L)
-    split = encoded_split(16, seq_len=32)
-    costs = probe_costs(federated, split.batch(np.arange(16)), "fp32", key={})
+    padded = random_split(16, 32, pad_from={3: 20, 9: 5})
+    batch = largest_batch(padded, 16)
+    assert not batch["attention_mask"].all()  # the costliest batch carries padding
+    costs = probe_costs(federated, batch, "fp32", key={})
     settings = LocalTrainingSettings(
         lr=1e-3, weight_decay=0.0, batch_size=16, local_epochs=1, max_local_steps=1, max_grad_norm=None
     )
+    unpadded = encoded_split(16, seq_len=32)
     for layers in ([5], [4, 5], [2, 5], [0, 3], [0, 2, 4], [1, 2, 3, 4, 5], list(range(L))):
         names = federated.layer_map.names_for(layers) + list(federated.head_names)
-        measured = train_locally(federated, split, np.arange(16), names, settings, torch.Generator().manual_seed(0))
         predicted = costs.cost(layers).activation_bytes
-        assert abs(predicted - measured.activation_bytes) <= 0.1 * measured.activation_bytes, (
-            layers,
-            predicted,
-            measured,
-        )
+        for split, exact in ((padded, True), (unpadded, False)):
+            measured = train_locally(federated, split, np.arange(16), names, settings, torch.Generator().manual_seed(0))
+            assert measured.activation_bytes == predicted if exact else measured.activation_bytes <= predicted, (
+                layers,
+                predicted,
+                measured,
+            )
+
+
+def test_the_probe_batch_is_the_longest_and_padded_when_padding_exists():
+    split = random_split(6, 8, pad_from={4: 3})  # samples 0-3 and 5 fill the width; sample 4 is padded
+    assert torch.equal(largest_batch(split, 3)["input_ids"], split.batch(np.array([0, 1, 4]))["input_ids"])
+    assert largest_batch(random_split(6, 8), 3)["attention_mask"].all()  # nothing padded: the first samples
+    assert torch.equal(largest_batch(split, 1)["input_ids"], split.batch(np.array([4]))["input_ids"])  # fixed width
 
 
 def test_activation_bytes_fall_linearly_with_the_lowest_layer(tiny_federated, encoded_split):

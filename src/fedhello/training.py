@@ -58,6 +58,18 @@ class SavedActivationMeter:
         self.peak_bytes = max(self.peak_bytes, self.current_bytes)
 
 
+def metered_loss(
+    federated: FederatedModel, batch: dict[str, torch.Tensor], precision: Precision, meter: SavedActivationMeter
+) -> torch.Tensor:
+    """The training loss of one batch, with `meter` counting what its forward pass saves for backward.
+
+    Local training and the cost probe (`fedhello.resources.probe`) both run this, so the
+    probe prices exactly the graph a training step builds.
+    """
+    with meter.step(), autocast_for(federated.device, precision):
+        return federated.task.loss(federated.model, batch)
+
+
 @dataclass(frozen=True)
 class LocalTrainingSettings:
     lr: float
@@ -122,8 +134,7 @@ def train_locally(
     seen = 0
     for positions in local_batches(len(sample_indices), settings, generator):
         batch = {key: value.to(device) for key, value in data.batch(sample_indices[positions]).items()}
-        with meter.step(), autocast_for(device, settings.precision):
-            loss = federated.task.loss(model, batch)
+        loss = metered_loss(federated, batch, settings.precision, meter)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if settings.max_grad_norm is not None:

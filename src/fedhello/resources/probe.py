@@ -1,14 +1,21 @@
 """Measure a model's cost model once per model and input shape, with a real client batch.
 
 The probe runs forward passes only (saved activations are recorded during the forward
-pass) with the `SavedActivationMeter` that local training uses, in train mode and under
-the run's autocast, so a client's measured activation bytes equal the cost model's for the
-same layer set and batch shape. Per layer l it trains l alone and l..L-1: 2L forward
-passes, about a training step's worth of compute for L = 6. Results are cached as
-`costs.json` in the run directory and reused when the key (model, task, LoRA, input
-shape, precision, device) matches.
-"""
+pass) through `fedhello.training.metered_loss`, the function local training runs, in train
+mode and under the run's autocast, so a client's measured activation bytes equal the cost
+model's for the same layer set and batch shape. Per layer l it trains l alone and l..L-1:
+2L forward passes, about a training step's worth of compute for L = 6. Results are cached
+as `costs.json` in the run directory and reused when the key (model, task, LoRA, input
+shape, padding, precision, device) matches.
 
+The batch is the costliest one a client can draw: the longest samples, and padded when the
+split holds padded samples. What a step saves depends on the batch's shape and on whether it
+carries padding, not on its values: a padded batch hands attention an explicit mask, which
+the backward pass keeps (one float mask per layer), and Hugging Face's SDPA attention then
+repeats grouped key/value heads to the full head count before the kernel instead of passing
+`enable_gqa`, so keys and values are saved at the query's head count (SmolLM2-135M, 9 query
+and 3 key/value heads: 9 % more activation bytes than an unpadded batch of the same width).
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,26 +27,37 @@ import torch
 from fedhello.config import ExperimentConfig
 from fedhello.data.splits import Split
 from fedhello.models.federated_model import FederatedModel
-from fedhello.precision import Precision, autocast_for
+from fedhello.precision import Precision
 from fedhello.resources.cost_model import CostModel, trained_state_bytes
 from fedhello.tensor_state import state_bytes
-from fedhello.training import SavedActivationMeter
+from fedhello.training import SavedActivationMeter, metered_loss
 
 COST_FILE = "costs.json"
 
 
 def largest_batch(train: Split, batch_size: int) -> dict[str, torch.Tensor]:
-    """A real training batch of `batch_size` samples; with variable lengths, the longest samples.
+    """The costliest real training batch of `batch_size` samples (see the module docstring).
 
-    Instruction batches are cut to their longest sequence, so the longest samples give
-    the largest batch a client can draw; fixed-shape data (padded text, images) takes the first samples.
+    Instruction batches are cut to their longest sequence, so the longest samples give the
+    widest batch; if those carry no padding but shorter samples exist, the shortest takes the
+    last place, which keeps the width and adds padding. Fixed-shape data (images) takes the
+    first samples.
     """
-    lengths = getattr(train, "attention_mask", None)
+    mask = getattr(train, "attention_mask", None)
     size = min(batch_size, len(train))
-    if lengths is None:
+    if mask is None:
         return train.batch(np.arange(size))
-    longest = np.argsort(-lengths.sum(dim=1).numpy(), kind="stable")[:size]
-    return train.batch(np.sort(longest))
+    order = np.argsort(-mask.sum(dim=1).numpy(), kind="stable")
+    longest = train.batch(np.sort(order[:size]))
+    if size == 0 or not longest["attention_mask"].all():
+        return longest
+    padded = train.batch(np.sort(np.append(order[: size - 1], order[-1])))
+    same_width = padded["input_ids"].shape == longest["input_ids"].shape
+    return padded if same_width and not padded["attention_mask"].all() else longest
+
+
+def is_padded(batch: dict[str, torch.Tensor]) -> bool:
+    return "attention_mask" in batch and not bool(batch["attention_mask"].all())
 
 
 def _saved_bytes(
@@ -51,8 +69,7 @@ def _saved_bytes(
 ) -> int:
     federated.set_trainable(federated.layer_map.names_for(layers) + list(head))
     meter = SavedActivationMeter(federated.model)
-    with meter.step(), autocast_for(federated.device, precision):
-        federated.task.loss(federated.model, batch)
+    metered_loss(federated, batch, precision, meter)
     return meter.peak_bytes
 
 
@@ -110,6 +127,7 @@ def cost_key(config: ExperimentConfig, federated: FederatedModel, batch: dict[st
         "train_pooler": config.model.train_pooler,
         "head": config.training.head,
         "batch": {name: list(value.shape) for name, value in sorted(batch.items())},
+        "padded": is_padded(batch),
         "precision": config.precision,
         "device": federated.device.type,
     }
