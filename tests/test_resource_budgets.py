@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import random_split
 
+from conftest import random_split
 from fedhello.allocation.base import AllocationContext, ClientSlot
 from fedhello.allocation.groups import resolve_budgets
 from fedhello.allocation.patterns import PATTERNS
@@ -32,7 +32,7 @@ L = 6
 
 @pytest.mark.parametrize("arch", ["bert", "llama"])
 def test_cost_model_prices_a_training_step_exactly(arch, tiny_federated, encoded_split):
-    """Every layer set's activation price is what a real step saves on the probe's (padded) batch; no batch saves more."""
+    """Each set's activation price is what a real step saves on the probe's (padded) batch; no batch saves more."""
     federated = tiny_federated(arch, L)
     padded = random_split(16, 32, pad_from={3: 20, 9: 5})
     batch = largest_batch(padded, 16)

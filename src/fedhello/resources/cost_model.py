@@ -9,7 +9,8 @@ layer above it (the inputs its LoRA factors need for their gradients):
 
 `lowest[l]` is measured by training layer l alone, `added[j]` from the difference of
 training layers j-1..L-1 and j..L-1 (see `fedhello.resources.probe`); the formula is exact
-for single layers and for every suffix and matches other sets within a few percent. On
+for single layers and for every suffix, and to the byte for every other set on the models
+the tests check (the probe's batch; batches other than it save no more). On
 every model measured, `lowest[l]` is a per-layer constant times L - l plus the head's
 part, so the cost depends mainly on the lowest trained layer.
 

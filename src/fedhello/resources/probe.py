@@ -14,8 +14,9 @@ carries padding, not on its values: a padded batch hands attention an explicit m
 the backward pass keeps (one float mask per layer), and Hugging Face's SDPA attention then
 repeats grouped key/value heads to the full head count before the kernel instead of passing
 `enable_gqa`, so keys and values are saved at the query's head count (SmolLM2-135M, 9 query
-and 3 key/value heads: 9 % more activation bytes than an unpadded batch of the same width).
+and 3 key/value heads: 8.7% more activation bytes than an unpadded batch of the same width).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
