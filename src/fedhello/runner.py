@@ -113,5 +113,5 @@ def _launch(experiment: PreparedExperiment, run_dir: RunDirectory, engine: str, 
         raise
     rounds = run_dir.rounds()
     final = rounds[-1].eval if rounds else None
-    headers, rows = summary_table_rows(rounds, final)
+    headers, rows = summary_table_rows(rounds, final, experiment.task.federated.task.headline_metric)
     return RunOutcome(run_dir.path, final, load_file(run_dir / ADAPTER_FILE), format_table(headers, rows))
