@@ -100,10 +100,11 @@ def test_the_lowest_loss_is_best_whatever_rouge_l_says(tmp_path) -> None:
 def test_classification_still_leads_with_the_highest_accuracy() -> None:
     headline = task_for("sequence_classification").headline_metric
     assert headline == "accuracy"
-    rounds = [
-        RoundRecord.from_json({"round": rnd, "eval": {"split": "subset", "loss": loss, "num_samples": 9, "accuracy": acc}})
-        for rnd, loss, acc in ((1, 0.5, 0.4), (2, 0.9, 0.7), (3, 0.7, 0.7))
+    evaluations = [
+        {"split": "subset", "loss": loss, "num_samples": 9, "accuracy": acc}
+        for loss, acc in ((0.5, 0.4), (0.9, 0.7), (0.7, 0.7))
     ]
+    rounds = [RoundRecord.from_json({"round": rnd, "eval": ev}) for rnd, ev in enumerate(evaluations, start=1)]
     best = best_eval(rounds, headline)
     assert best is not None and best[0] == 2  # highest accuracy, not lowest loss
     _, rows = summary_table_rows(rounds, EvalResult("test", 0.75, 9, accuracy=0.5), headline)

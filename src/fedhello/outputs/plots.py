@@ -99,7 +99,10 @@ def plot_learning_curves(rounds: list[RoundRecord], path: Path | str, headline: 
             )
     if evals:
         handles = [handle for ax in axes for handle in ax.get_legend_handles_labels()[0]]
-        axes[-1].legend(handles=handles, loc="upper right" if lower_is_better else "lower right")
+        if lower_is_better:  # below the axes: curves on two axes leave no corner that is free for sure
+            axes[-1].legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncols=2)
+        else:
+            axes[-1].legend(handles=handles, loc="lower right")
     else:
         ax_eval.text(0.5, 0.5, "no evaluation", ha="center", va="center", transform=ax_eval.transAxes)
     ax_eval.set(title="Evaluation", xlabel="round", ylabel=HEADLINE_LABELS[headline] if lower_is_better else "score")

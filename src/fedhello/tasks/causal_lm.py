@@ -35,7 +35,7 @@ from fedhello.tasks.base import EvaluationSettings, Objective, Task
 
 class CausalLMTask(Task):
     kind = "causal_lm"
-    description = "instruction tuning of a decoder LLM (Llama-style q_proj/v_proj): answer tokens only, held-out loss"
+    description = "instruction tuning of a decoder LLM (Llama-style q_proj/v_proj): answer tokens only"
     data_type = InstructionData
     comparison_metrics = ("loss", "perplexity", "rouge_l")  # held-out loss: low noise, unlike a few answers' ROUGE-L
 
