@@ -17,7 +17,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-import tomllib
+import tomli
 import yaml
 
 from fedhello import cli
@@ -144,7 +144,7 @@ def test_flower_app_resume_writes_a_resuming_app_for_the_run(tiny_vit_folder, tm
     )
     app = tmp_path / "app"
     assert cli.main(["flower-app", "--resume", "--run-dir", str(run), "--app-dir", str(app)]) == 0
-    app_config = tomllib.loads((app / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    app_config = tomli.loads((app / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
     assert app_config["resume"] == "true"
     assert decode_config(app_config["fedhello-config"]) == load_config(path=run / "config.yaml")
     with pytest.raises(ConfigError, match="manual Flower deployment"):

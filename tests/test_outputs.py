@@ -219,7 +219,7 @@ def test_plots_write_png(tmp_path: Path) -> None:
         {"client": 1, "num_samples": 15, "num_classes": 3, "class_counts": [5, 5, 5]},
     ]
     written = [
-        plot_learning_curves(ROUND_RECORDS, tmp_path / "learning_curves.png"),
+        plot_learning_curves(ROUND_RECORDS, tmp_path / "learning_curves.png", "accuracy"),
         plot_allocation_heatmap(ALLOCATION_RECORDS, 4, tmp_path / "allocation_heatmap.png"),
         plot_layer_counts(ALLOCATION_RECORDS, 4, tmp_path / "layer_counts.png"),
         plot_fisher_scores(FISHER_RECORDS, tmp_path / "fisher_scores.png"),
@@ -230,7 +230,7 @@ def test_plots_write_png(tmp_path: Path) -> None:
 
 
 def test_plots_empty_inputs_write_nothing(tmp_path: Path) -> None:
-    assert plot_learning_curves([], tmp_path / "a.png") is None
+    assert plot_learning_curves([], tmp_path / "a.png", "accuracy") is None
     assert plot_allocation_heatmap([], 4, tmp_path / "b.png") is None
     assert plot_layer_counts([], 4, tmp_path / "c.png") is None
     assert plot_fisher_scores([], tmp_path / "d.png") is None
@@ -252,7 +252,7 @@ def test_format_table() -> None:
 
 def test_summary_rows_and_markdown(tmp_path: Path) -> None:
     final_eval = EvalResult("test", 1.8, 100, accuracy=0.55, macro_f1=0.5, micro_f1=0.55)
-    headers, rows = summary_table_rows(ROUND_RECORDS, final_eval)
+    headers, rows = summary_table_rows(ROUND_RECORDS, final_eval, "accuracy")
     table = {row[0]: row[1] for row in rows}
     assert headers == ["metric", "value"]
     assert table["best eval accuracy (subset)"] == 0.6125
@@ -263,13 +263,14 @@ def test_summary_rows_and_markdown(tmp_path: Path) -> None:
     assert table["of which evaluation (s)"] == "0.9 (12%)"  # three evaluated rounds of 0.3 s
     assert "15,000 B" in table["total bytes down"]
 
-    plot_learning_curves(ROUND_RECORDS, tmp_path / "learning_curves.png")
+    plot_learning_curves(ROUND_RECORDS, tmp_path / "learning_curves.png", "accuracy")
     path = write_summary(
         tmp_path / "summary.md",
         title="Run X",
         config_lines=["model: tiny", "clients: 20"],
         final_eval=final_eval,
         rounds=ROUND_RECORDS,
+        headline="accuracy",
         extra_sections={"Notes": "Hello notes."},
     )
     text = path.read_text()
@@ -287,12 +288,12 @@ def test_summary_rows_and_markdown(tmp_path: Path) -> None:
 
 def test_best_eval_prefers_periodic_over_final_test() -> None:
     rounds = [_round(1, acc=0.3), _round(2, acc=0.5), _round(3, acc=0.9, split="test")]
-    _, rows = summary_table_rows([RoundRecord.from_json(r) for r in rounds], None)
+    _, rows = summary_table_rows([RoundRecord.from_json(r) for r in rounds], None, "accuracy")
     table = {row[0]: row[1] for row in rows}
     assert table["best eval accuracy (subset)"] == 0.5
     assert table["best eval round"] == 2
     assert not any(label.startswith("final") for label in table)
     # With only test-split evals, those are the best available.
     test_only = [_round(1, acc=0.2, split="test"), _round(2, acc=0.4, split="test")]
-    _, rows = summary_table_rows([RoundRecord.from_json(r) for r in test_only], None)
+    _, rows = summary_table_rows([RoundRecord.from_json(r) for r in test_only], None, "accuracy")
     assert {row[0]: row[1] for row in rows}["best eval round"] == 2

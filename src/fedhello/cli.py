@@ -199,12 +199,14 @@ def _datasets(args: argparse.Namespace) -> int:
 
 
 def _tasks(args: argparse.Namespace) -> int:
+    from fedhello.records import HEADLINE_LABELS, LOWER_IS_BETTER
     from fedhello.tasks import TASK_MODULES, task_for
 
     print("tasks (model.task):")
     for kind in TASK_MODULES:
         task = task_for(kind)
-        print(f"  {kind:<24} {task.description}; headline metric: {task.headline_metric}")
+        direction = " (lower is better)" if task.headline_metric in LOWER_IS_BETTER else ""
+        print(f"  {kind:<24} {task.description}; headline metric: {HEADLINE_LABELS[task.headline_metric]}{direction}")
     return 0
 
 

@@ -273,7 +273,10 @@ class EvaluationConfig(_Section):
     )
     batch_size: int = Field(64, ge=1, description="evaluation batch size")
     generate_samples: int = Field(
-        32, ge=0, description="causal_lm: evaluated samples whose greedy answers are scored with ROUGE-L (0: none)"
+        32,
+        ge=0,
+        description="causal_lm: evaluated samples whose greedy answers are scored with ROUGE-L "
+        "(0: none; the headline, the held-out loss, needs none)",
     )
     max_new_tokens: int = Field(48, ge=1, le=4096, description="causal_lm: longest greedy answer, in tokens")
 

@@ -33,7 +33,7 @@ from fedhello.models.export import save_peft_adapter
 from fedhello.outputs import RunWriter
 from fedhello.outputs.run_report import write_run_report
 from fedhello.records import (
-    METRIC_LABELS,
+    HEADLINE_LABELS,
     AllocationRecord,
     ClientRecord,
     DroppedClient,
@@ -42,6 +42,7 @@ from fedhello.records import (
     RoundRecord,
 )
 from fedhello.run_directory import ADAPTER_DIR, ADAPTER_FILE, RunDirectory
+from fedhello.tasks import task_for
 from fedhello.tensor_state import TensorState
 
 
@@ -95,7 +96,8 @@ class RunOutcome:
 
 
 def progress_reporter(config: ExperimentConfig, start: int) -> tuple[tqdm, Callable[[RoundRecord], None]]:
-    """A progress bar over rounds and a callback that advances it and prints each evaluation."""
+    """A progress bar over rounds and a callback that advances it and prints each evaluation, headline first."""
+    headline = task_for(config.model.task).headline_metric
     progress = tqdm(
         total=config.federation.rounds, initial=start, desc="rounds", unit="round", disable=not config.output.progress
     )
@@ -110,10 +112,10 @@ def progress_reporter(config: ExperimentConfig, start: int) -> tuple[tqdm, Calla
             change = "only DP noise was added" if record.privacy is not None else "the global model is unchanged"
             progress.write(f"round {record.round:>4}  no update survived: {change}")
         if record.eval is not None:
-            metrics = record.eval.metrics()
-            shown[METRIC_LABELS[record.eval.headline]] = f"{metrics[record.eval.headline]:.3f}"
+            metrics = {headline: record.eval.value(headline), **record.eval.metrics()}
+            shown[HEADLINE_LABELS[headline]] = f"{metrics[headline]:.3f}"
             loss = "no client trained" if record.train_loss is None else f"train loss {record.train_loss:.4f}"
-            shown_metrics = "  ".join(f"{METRIC_LABELS[name]} {value:.4f}" for name, value in metrics.items())
+            shown_metrics = "  ".join(f"{HEADLINE_LABELS[name]} {value:.4f}" for name, value in metrics.items())
             progress.write(f"round {record.round:>4}  {loss}  {record.eval.split} {shown_metrics}")
         if record.privacy is not None:
             shown["ε"] = f"{record.privacy.epsilon:.3g}"

@@ -56,15 +56,10 @@ METRIC_LABELS: dict[str, str] = {
     "rouge_l": "ROUGE-L",
     "perplexity": "perplexity",
 }
-# A task's headline metric is the first of these that its evaluations report (a causal-LM evaluation
-# without generated answers, `evaluation.generate_samples=0`, reports perplexity only).
-HEADLINE_METRICS: tuple[str, ...] = ("accuracy", "rouge_l", "perplexity")
+# The metrics a task may lead with (`Task.headline_metric`): its own metrics, or the held-out loss every
+# evaluation reports (`EvalResult.loss`, the headline of instruction tuning).
+HEADLINE_LABELS: dict[str, str] = {**METRIC_LABELS, "loss": "held-out loss"}
 LOWER_IS_BETTER: frozenset[str] = frozenset({"perplexity", "loss"})
-
-
-def headline_metric(evaluation: dict[str, Any]) -> str:
-    """The headline metric of an evaluation read back from JSON (classification: accuracy)."""
-    return next((name for name in HEADLINE_METRICS if evaluation.get(name) is not None), "accuracy")
 
 
 def better(metric: str, value: float, than: float) -> bool:
@@ -95,9 +90,9 @@ class EvalResult(JsonRecord):
     class_loss: list[float] | None = None
     class_tokens: list[int] | None = None
 
-    @property
-    def headline(self) -> str:
-        return headline_metric(self.metrics())
+    def value(self, metric: str) -> float | None:
+        """The value of a metric named in `HEADLINE_LABELS` (None where this evaluation did not report it)."""
+        return getattr(self, metric)
 
     def metrics(self) -> dict[str, float]:
         """The reported metrics by name, in display order."""

@@ -28,6 +28,7 @@ from fedhello.outputs.summary import format_table, summary_table_rows
 from fedhello.resources.probe import COST_FILE
 from fedhello.run_directory import ADAPTER_FILE, RunDirectory, check_run_dir, default_run_dir
 from fedhello.run_lock import run_lock
+from fedhello.tasks import task_for
 
 INPROCESS, FLOWER_SIM, FLOWER_LOCAL = "inprocess", "flower-sim", "flower-local"
 ENGINES = (INPROCESS, FLOWER_SIM, FLOWER_LOCAL)
@@ -113,5 +114,5 @@ def _launch(experiment: PreparedExperiment, run_dir: RunDirectory, engine: str, 
         raise
     rounds = run_dir.rounds()
     final = rounds[-1].eval if rounds else None
-    headers, rows = summary_table_rows(rounds, final)
+    headers, rows = summary_table_rows(rounds, final, task_for(experiment.config.model.task).headline_metric)
     return RunOutcome(run_dir.path, final, load_file(run_dir / ADAPTER_FILE), format_table(headers, rows))

@@ -86,8 +86,9 @@ ENDPOINTS: dict[str, Endpoint] = {
 
 
 def comparison_endpoint(task_kind: str, requested: str | None, target_accuracy: float | None = None) -> Endpoint:
-    """The endpoint of a comparison of `task_kind` runs: `requested`, or the task's default."""
-    metrics = task_for(task_kind).comparison_metrics
+    """The endpoint of a comparison of `task_kind` runs: `requested`, or the task's headline metric."""
+    task = task_for(task_kind)
+    metrics = task.comparison_metrics
     if requested is not None and requested not in metrics:
         raise ConfigError(
             f"comparison field 'endpoint': {task_kind} runs report {', '.join(metrics)}, not {requested!r}"
@@ -97,4 +98,4 @@ def comparison_endpoint(task_kind: str, requested: str | None, target_accuracy: 
             f"comparison field 'target_accuracy': {task_kind} runs report no accuracy; remove it "
             f"(the endpoints are {', '.join(metrics)})"
         )
-    return ENDPOINTS[requested or metrics[0]]
+    return ENDPOINTS[requested or task.headline_metric]

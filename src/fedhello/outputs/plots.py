@@ -10,9 +10,11 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from fedhello.records import AllocationRecord, FisherRecord, RoundRecord
+from fedhello.records import HEADLINE_LABELS, LOWER_IS_BETTER, AllocationRecord, FisherRecord, RoundRecord
 
 DPI = 120
+# The scores drawn after the headline metric where an evaluation reports them (perplexity, exp of the loss, is not).
+SCORE_COLORS: dict[str, str] = {"accuracy": "tab:green", "macro_f1": "tab:orange", "rouge_l": "tab:purple"}
 TIER_MARKERS: dict[int, str] = {0: "v", 1: "o", 2: "^"}
 TIER_NAMES: dict[int, str] = {0: "low", 1: "mid", 2: "high"}
 
@@ -50,8 +52,10 @@ def allocation_matrix(
     return mat
 
 
-def plot_learning_curves(rounds: list[RoundRecord], path: Path | str) -> Path | None:
-    """Train loss (left) and the evaluation scores (accuracy / macro-F1, or ROUGE-L) against round."""
+def plot_learning_curves(rounds: list[RoundRecord], path: Path | str, headline: str) -> Path | None:
+    """Train loss (left) and the evaluation (right) against round: the task's `headline` metric first, then the
+    scores reported with it (accuracy / macro-F1, ROUGE-L). Beside a lower-is-better headline (the held-out loss
+    of instruction tuning) the scores are drawn against a second axis on the right."""
     if not rounds:
         return None
     fig = Figure(figsize=(11, 4))
@@ -67,17 +71,24 @@ def plot_learning_curves(rounds: list[RoundRecord], path: Path | str) -> Path | 
     evals = [(r.round, r.eval) for r in rounds if r.eval is not None]
     periodic = [(rd, ev) for rd, ev in evals if ev.split != "test"]
     final = [(rd, ev) for rd, ev in evals if ev.split == "test"]
-    for key, label, color in (
-        ("accuracy", "accuracy", "tab:green"),
-        ("macro_f1", "macro-F1", "tab:orange"),
-        ("rouge_l", "ROUGE-L", "tab:purple"),
-    ):
-        pts = [(rd, ev.metrics()[key]) for rd, ev in periodic if key in ev.metrics()]
+    lower_is_better = headline in LOWER_IS_BETTER
+    axes = [ax_eval]
+    for key, color in {headline: "tab:red", **SCORE_COLORS}.items():  # a headline that is no score in red
+        label = HEADLINE_LABELS[key]
+        pts = [(rd, value) for rd, ev in periodic if (value := ev.value(key)) is not None]
+        test_pts = [(rd, value) for rd, ev in final if (value := ev.value(key)) is not None]
+        if not pts and not test_pts:
+            continue
+        ax = ax_eval
+        if lower_is_better and key != headline:  # scores beside a loss headline: their own axis, on the right
+            if len(axes) == 1:
+                axes.append(ax_eval.twinx())
+                axes[1].set_ylabel("score")
+            ax = axes[1]
         if pts:
-            ax_eval.plot(*zip(*pts, strict=True), marker="o", markersize=3, color=color, label=label)
-        test_pts = [(rd, ev.metrics()[key]) for rd, ev in final if key in ev.metrics()]
+            ax.plot(*zip(*pts, strict=True), marker="o", markersize=3, color=color, label=label)
         if test_pts:
-            ax_eval.scatter(
+            ax.scatter(
                 *zip(*test_pts, strict=True),
                 marker="*",
                 s=180,
@@ -87,10 +98,14 @@ def plot_learning_curves(rounds: list[RoundRecord], path: Path | str) -> Path | 
                 label=f"test {label}",
             )
     if evals:
-        ax_eval.legend(loc="lower right")
+        handles = [handle for ax in axes for handle in ax.get_legend_handles_labels()[0]]
+        if lower_is_better:  # below the axes: curves on two axes leave no corner that is free for sure
+            axes[-1].legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncols=2)
+        else:
+            axes[-1].legend(handles=handles, loc="lower right")
     else:
         ax_eval.text(0.5, 0.5, "no evaluation", ha="center", va="center", transform=ax_eval.transAxes)
-    ax_eval.set(title="Evaluation", xlabel="round", ylabel="score")
+    ax_eval.set(title="Evaluation", xlabel="round", ylabel=HEADLINE_LABELS[headline] if lower_is_better else "score")
     ax_eval.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_eval.grid(alpha=0.3)
     return _save(fig, path)

@@ -12,6 +12,7 @@ from fedhello.outputs.budget_accounting import budget_table
 from fedhello.outputs.run_writer import METRICS_JSONL
 from fedhello.outputs.summary import check_round_records, format_table, summary_table_rows, write_summary
 from fedhello.records import ClientRecord
+from fedhello.tasks import task_for
 
 if TYPE_CHECKING:
     from fedhello.run_directory import RunDirectory
@@ -61,8 +62,9 @@ def write_run_report(run_dir: RunDirectory) -> str:
     check_round_records(rounds, run_dir.checkpointed_round(), run_dir / METRICS_JSONL)
     fisher = run_dir.fisher()  # every record is read (and checked) before anything is rewritten
     allocations = run_dir.allocations()
+    headline = task_for(config.model.task).headline_metric
     if config.output.plots:
-        plots.plot_learning_curves(rounds, run_dir / "learning_curves.png")
+        plots.plot_learning_curves(rounds, run_dir / "learning_curves.png", headline)
         plots.plot_allocation_heatmap(allocations, num_layers, run_dir / "allocation_heatmap.png")
         plots.plot_layer_counts(allocations, num_layers, run_dir / "layer_counts.png")
         plots.plot_fisher_scores(fisher, run_dir / "fisher_scores.png")
@@ -71,7 +73,7 @@ def write_run_report(run_dir: RunDirectory) -> str:
     state = status.get("status") if status is not None else None
     incomplete = state is not None and state != "complete"
     final_eval = rounds[-1].eval if rounds and not incomplete else None
-    headers, rows = summary_table_rows(rounds, final_eval)
+    headers, rows = summary_table_rows(rounds, final_eval, headline)
     budgets_by_group = budget_table(clients, config.groups.budgets, budgets, memory)
     if incomplete:
         rows.insert(
@@ -98,6 +100,7 @@ def write_run_report(run_dir: RunDirectory) -> str:
         config_lines=config_lines,
         final_eval=final_eval,
         rounds=rounds,
+        headline=headline,
         extra_sections={
             "Cost per capability group": group_cost_table(clients, budgets),
             "Budgets per capability group": budgets_by_group,

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from fedhello.errors import ConfigError
-from fedhello.records import METRIC_LABELS, EvalResult, RoundRecord, better
+from fedhello.records import HEADLINE_LABELS, METRIC_LABELS, EvalResult, RoundRecord, better
 
 PLOT_FILES: tuple[tuple[str, str], ...] = (
     ("learning_curves.png", "Learning curves"),
@@ -69,40 +69,40 @@ def format_bytes(num_bytes: float) -> str:
     return f"{value:.0f} B" if i == 0 else f"{value:.2f} {units[i]}"
 
 
-def best_eval(rounds: list[RoundRecord]) -> tuple[int, EvalResult] | None:
-    """``(round, eval)`` with the best headline metric (accuracy, ROUGE-L, perplexity); earliest round wins ties.
+def best_eval(rounds: list[RoundRecord], headline: str) -> tuple[int, EvalResult] | None:
+    """``(round, eval)`` with the best value of the task's `headline` metric (`LOWER_IS_BETTER` says which way);
+    the earliest round wins ties.
 
     The final full-test-set eval (split ``"test"``) is reported separately, so it only
     competes when no other split was evaluated.
     """
-    evals = [(r.round, r.eval) for r in rounds if r.eval is not None and r.eval.headline in r.eval.metrics()]
-    periodic = [(rnd, ev) for rnd, ev in evals if ev.split != "test"]
-    best: tuple[int, EvalResult] | None = None
-    for rnd, ev in periodic or evals:
-        metric = ev.headline
-        if best is None or better(metric, ev.metrics()[metric], best[1].metrics()[metric]):
-            best = (rnd, ev)
-    return best
+    scored = [(r.round, r.eval, value) for r in rounds if r.eval and (value := r.eval.value(headline)) is not None]
+    periodic = [(rnd, ev, value) for rnd, ev, value in scored if ev.split != "test"]
+    best: tuple[int, EvalResult, float] | None = None
+    for rnd, ev, value in periodic or scored:
+        if best is None or better(headline, value, best[2]):
+            best = (rnd, ev, value)
+    return best[:2] if best else None
 
 
-def summary_table_rows(rounds: list[RoundRecord], final_eval: EvalResult | None) -> tuple[list[str], list[list]]:
-    """Headers and rows of the result table (metric, value); absent metrics are omitted."""
+def summary_table_rows(
+    rounds: list[RoundRecord], final_eval: EvalResult | None, headline: str
+) -> tuple[list[str], list[list]]:
+    """Headers and rows of the result table (metric, value), led by the task's `headline` metric; absent metrics
+    are omitted."""
     rows: list[list] = []
-    best = best_eval(rounds)
+    best = best_eval(rounds, headline)
     if best is not None:
         rnd, ev = best
-        metric = ev.headline
-        rows.append([f"best eval {METRIC_LABELS[metric]} ({ev.split})", ev.metrics()[metric]])
+        rows.append([f"best eval {HEADLINE_LABELS[headline]} ({ev.split})", ev.value(headline)])
         rows.append(["best eval round", rnd])
     if final_eval:
         split = final_eval.split
-        held_out_loss = [f"final {split} loss (held-out)", final_eval.loss]
-        if final_eval.accuracy is None:  # instruction tuning: the held-out loss is the headline
-            rows.insert(0, held_out_loss)
-        for key, value in final_eval.metrics().items():
-            rows.append([f"final {split} {METRIC_LABELS[key]}", value])
-        if final_eval.accuracy is not None:
-            rows.append(held_out_loss)
+        final = {key: [f"final {split} {METRIC_LABELS[key]}", value] for key, value in final_eval.metrics().items()}
+        final["loss"] = [f"final {split} loss (held-out)", final_eval.loss]
+        if headline in final:
+            rows.append(final.pop(headline))
+        rows += final.values()
     if rounds:
         total_down = sum(r.bytes_down or 0 for r in rounds)
         total_up = sum(r.bytes_up or 0 for r in rounds)
@@ -128,13 +128,13 @@ def check_round_records(rounds: list[RoundRecord], rounds_done: int, path: Path)
         )
 
 
-def _learning_curve_table(rounds: list[RoundRecord]) -> str:
+def _learning_curve_table(rounds: list[RoundRecord], headline: str) -> str:
     evaluated = [(r, r.eval) for r in rounds if r.eval is not None]
     if not evaluated:
         return "_No evaluated rounds._"
-    metric = evaluated[-1][1].headline
-    rows = [[r.round, r.train_loss, ev.loss, ev.metrics().get(metric)] for r, ev in evaluated]
-    return format_table(["round", "train loss", "eval loss", f"eval {METRIC_LABELS[metric]}"], rows)
+    scores = [headline] if headline in METRIC_LABELS else []  # a loss headline is the eval loss column
+    rows = [[r.round, r.train_loss, ev.loss, *(ev.value(name) for name in scores)] for r, ev in evaluated]
+    return format_table(["round", "train loss", "eval loss", *(f"eval {METRIC_LABELS[name]}" for name in scores)], rows)
 
 
 def write_summary(
@@ -144,15 +144,16 @@ def write_summary(
     config_lines: list[str],
     final_eval: EvalResult | None,
     rounds: list[RoundRecord],
+    headline: str,
     extra_sections: dict[str, str] | None = None,
 ) -> Path:
     """Write the Markdown run summary to ``path`` and return it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    headers, rows = summary_table_rows(rounds, final_eval)
+    headers, rows = summary_table_rows(rounds, final_eval, headline)
     parts = [f"# {title}", "## Setup", "\n".join(f"- {line}" for line in config_lines) or "_none_"]
     parts += ["## Result", format_table(headers, rows) if rows else "_No results._"]
-    parts += ["## Learning curve", _learning_curve_table(rounds)]
+    parts += ["## Learning curve", _learning_curve_table(rounds, headline)]
     if any(r.privacy for r in rounds):
         from fedhello.privacy.report import privacy_section
 

@@ -45,9 +45,14 @@ class Task(ABC):
     kind: ClassVar[str]
     description: ClassVar[str]
     data_type: ClassVar[type]  # the dataset class (data/datasets.py, data/instructions.py) it reads
-    headline_metric: ClassVar[str]  # the EvalResult field summaries and progress bars show
-    # The EvalResult fields a comparison tabulates; the first is its default endpoint (`fedhello compare`).
+    # The EvalResult fields a comparison tabulates; the first is the task's headline metric (`headline_metric`).
     comparison_metrics: ClassVar[tuple[str, ...]]
+
+    @property
+    def headline_metric(self) -> str:
+        """The metric a run leads with: its summary's best round, progress line and plots, and `fedhello compare`'s
+        default endpoint (`LOWER_IS_BETTER` in `fedhello.records` says which way is better)."""
+        return self.comparison_metrics[0]
 
     @abstractmethod
     def load_model(self, config: ExperimentConfig, num_classes: int, device: torch.device) -> FederatedModel:

@@ -4,9 +4,11 @@ Inputs are chat-template renderings of each pair with the prompt and padding mas
 of the labels (data/instruction_encoding.py), so the loss, the held-out perplexity and
 the Fisher objective all count answer tokens only. The evaluation also records the loss
 per category (class_loss / class_tokens), so a comparison can report the held-out loss on
-the categories a group of clients holds. The headline metric is ROUGE-L of greedy
-generations on held-out prompts. There is no task head: the LM head is part of
-the frozen base, and clients exchange LoRA tensors only.
+the categories a group of clients holds. The headline metric is that held-out loss (mean
+loss per answer token on the test pairs, lower is better); perplexity and ROUGE-L of greedy
+generations on the first `evaluation.generate_samples` held-out prompts are secondary: the
+ROUGE-L of a handful of answers is too noisy to rank rounds or methods by. There is no task
+head: the LM head is part of the frozen base, and clients exchange LoRA tensors only.
 """
 
 from __future__ import annotations
@@ -33,9 +35,8 @@ from fedhello.tasks.base import EvaluationSettings, Objective, Task
 
 class CausalLMTask(Task):
     kind = "causal_lm"
-    description = "instruction tuning of a decoder LLM (Llama-style q_proj/v_proj): answer tokens only, ROUGE-L"
+    description = "instruction tuning of a decoder LLM (Llama-style q_proj/v_proj): answer tokens only"
     data_type = InstructionData
-    headline_metric = "rouge_l"
     comparison_metrics = ("loss", "perplexity", "rouge_l")  # held-out loss: low noise, unlike a few answers' ROUGE-L
 
     def load_model(self, config: ExperimentConfig, num_classes: int, device: torch.device) -> FederatedModel:

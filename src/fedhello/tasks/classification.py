@@ -61,7 +61,6 @@ def head_parameter_names(model: nn.Module, *, train_pooler: bool) -> tuple[str, 
 class ClassificationTask(Task):
     """A label per sample: cross-entropy, accuracy / macro-F1 / micro-F1, Fisher of log p(y | x)."""
 
-    headline_metric = "accuracy"
     comparison_metrics = ("accuracy", "macro_f1")
     model_class: ClassVar[Any]  # a transformers Auto class with a classification head
     preprocessor_class: ClassVar[Any]
