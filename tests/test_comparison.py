@@ -234,7 +234,7 @@ def test_an_endpoint_the_task_does_not_report_is_refused(tmp_path, override, fie
 
 
 def test_per_group_trainable_params_and_realised_peak_from_client_records(tmp_path):
-    from fedhello.comparison.report import group_peak_mib, group_trainable_params
+    from fedhello.comparison.report import group_classes, group_peak_mib, group_trainable_params
 
     (tmp_path / "partition.csv").write_text(
         "client,group,layer_budget,num_samples,num_classes,c0\n0,0,3,5,1,5\n1,1,6,5,1,5\n"
@@ -252,8 +252,9 @@ def test_per_group_trainable_params_and_realised_peak_from_client_records(tmp_pa
         client(0, 0, 99, 99 * mib, 0),  # dropped
         client(1, 1, 40, 8 * mib, 2 * mib),
     ]
-    assert group_trainable_params(clients, tmp_path) == [15.0, 40.0]
-    assert group_peak_mib(clients, tmp_path) == [5.5, 10.0]
+    num_groups = len(group_classes(tmp_path))
+    assert group_trainable_params(clients, num_groups) == [15.0, 40.0]
+    assert group_peak_mib(clients, num_groups) == [5.5, 10.0]
 
 
 def test_late_accuracy_averages_the_last_quarter_of_the_rounds():

@@ -217,10 +217,10 @@ def check_stored_config(run_dir: Path, config: ExperimentConfig, cell: Cell) -> 
     if not stored.exists():
         return
     try:  # validated, so a field added later with its default compares equal to its absence
-        recorded = build_config(yaml.safe_load(stored.read_text())).model_dump(mode="json")
+        recorded: dict[str, Any] | None = build_config(yaml.safe_load(stored.read_text())).model_dump(mode="json")
     except (ConfigError, yaml.YAMLError):
-        recorded = {"output": {}}
-    if comparable(recorded) != comparable(config.model_dump(mode="json")):
+        recorded = None
+    if recorded is None or comparable(recorded) != comparable(config.model_dump(mode="json")):
         raise ConfigError(
             f"comparison cell {cell.cell_id}: {run_dir} was run with a different config than this grid's; "
             "remove that directory to rerun it, or choose another --out"

@@ -149,7 +149,9 @@ def run_metrics(run_dir: Path, target_accuracy: float | None, layout: ReportLayo
             scores[f"best_{metric}"] = min(values) if endpoint.lower_is_better else max(values)
         else:
             scores[f"{statistic}_{metric}"] = values[-1] if statistic == "final" else late_mean(eval_rounds, values)
-    group_metric = group_accuracies(run_dir, final_eval) if layout.has_target else group_losses(run_dir, final_eval)
+    classes = group_classes(run_dir)
+    group_metric = group_accuracies(classes, final_eval) if layout.has_target else group_losses(classes, final_eval)
+    num_groups = max([len(classes)] + [c.group + 1 for c in clients])
     return RunMetrics(
         method=cell["method"],
         partition=cell["partition"],
@@ -165,8 +167,8 @@ def run_metrics(run_dir: Path, target_accuracy: float | None, layout: ReportLayo
         cumulative_bytes=[int(cumulative[r - 1]) for r in eval_rounds],
         layer_counts=np.sum([r.layer_counts for r in rounds], axis=0).astype(int).tolist(),
         group_metric=group_metric,
-        group_trainable_params=group_trainable_params(clients, run_dir),
-        group_peak_mib=group_peak_mib(clients, run_dir),
+        group_trainable_params=group_trainable_params(clients, num_groups),
+        group_peak_mib=group_peak_mib(clients, num_groups),
     )
 
 
@@ -197,25 +199,24 @@ def _pooled(numerator: list, denominator: list, classes: set[int]) -> float | No
     return sum(numerator[label] for label in held) / total if total else None
 
 
-def group_accuracies(run_dir: Path, final_eval: EvalResult) -> list[float | None]:
-    """Final accuracy on the test samples of the classes held by each capability group's clients."""
+def group_accuracies(classes: list[set[int]], final_eval: EvalResult) -> list[float | None]:
+    """Final accuracy on the test samples of the classes held by each capability group's clients (`group_classes`)."""
     correct, total = final_eval.class_correct, final_eval.class_total
     if correct is None or total is None:
         return []
-    return [_pooled(correct, total, classes) for classes in group_classes(run_dir)]
+    return [_pooled(correct, total, held) for held in classes]
 
 
-def group_losses(run_dir: Path, final_eval: EvalResult) -> list[float | None]:
+def group_losses(classes: list[set[int]], final_eval: EvalResult) -> list[float | None]:
     """Final held-out loss per answer token on the test pairs of the categories each group's clients hold."""
     loss, tokens = final_eval.class_loss, final_eval.class_tokens
     if loss is None or tokens is None:
         return []
-    return [_pooled(loss, tokens, classes) for classes in group_classes(run_dir)]
+    return [_pooled(loss, tokens, held) for held in classes]
 
 
-def _per_group(clients: list[ClientRecord], run_dir: Path, value, reduce) -> list[float | None]:
-    """`reduce` of `value(client record)` over each capability group's trained client-rounds."""
-    num_groups = max([len(group_classes(run_dir)) - 1] + [c.group for c in clients]) + 1
+def _per_group(clients: list[ClientRecord], num_groups: int, value, reduce) -> list[float | None]:
+    """`reduce` of `value(client record)` over each of `num_groups` capability groups' trained client-rounds."""
     result: list[float | None] = []
     for group in range(num_groups):
         trained = [value(c) for c in clients if c.group == group and c.local_steps > 0]
@@ -223,14 +224,14 @@ def _per_group(clients: list[ClientRecord], run_dir: Path, value, reduce) -> lis
     return result
 
 
-def group_trainable_params(clients: list[ClientRecord], run_dir: Path) -> list[float | None]:
+def group_trainable_params(clients: list[ClientRecord], num_groups: int) -> list[float | None]:
     """Mean trainable parameters per trained client-round, by capability group."""
-    return _per_group(clients, run_dir, lambda c: c.trainable_params, np.mean)
+    return _per_group(clients, num_groups, lambda c: c.trainable_params, np.mean)
 
 
-def group_peak_mib(clients: list[ClientRecord], run_dir: Path) -> list[float | None]:
+def group_peak_mib(clients: list[ClientRecord], num_groups: int) -> list[float | None]:
     """Largest realised training memory (activations + gradient/AdamW state) of a trained client-round, by group."""
-    return _per_group(clients, run_dir, lambda c: realised_peak_bytes(c) / 2**20, max)
+    return _per_group(clients, num_groups, lambda c: realised_peak_bytes(c) / 2**20, max)
 
 
 def paired_t_interval(differences: list[float], confidence: float = 0.95) -> dict:
