@@ -75,6 +75,7 @@ def test_a_causal_lm_grid_reports_held_out_loss_paired_intervals_and_group_losse
     tiny_llama_folder,  # noqa: F811
     tiny_instructions,  # noqa: F811
     one_torch_thread,
+    capsys,
 ) -> None:
     out = tmp_path / "grid"
     assert main(["compare", "--config", grid_file(tmp_path, tiny_llama_folder), "--out", str(out), "--quiet"]) == 0
@@ -130,3 +131,9 @@ def test_a_causal_lm_grid_reports_held_out_loss_paired_intervals_and_group_losse
 
     for name in ("loss_vs_round.png", "loss_vs_bytes.png", "layer_counts.png"):
         assert (out / name).stat().st_size > 0
+
+    # A target accuracy means nothing for held-out loss: the error names the flag it came from.
+    report_before = (out / "comparison.md").read_bytes()
+    assert main(["report", str(out), "--target", "0.5"]) != 0
+    assert "report --target: causal_lm runs report no accuracy" in capsys.readouterr().err
+    assert (out / "comparison.md").read_bytes() == report_before

@@ -85,8 +85,19 @@ ENDPOINTS: dict[str, Endpoint] = {
 }
 
 
-def comparison_endpoint(task_kind: str, requested: str | None, target_accuracy: float | None = None) -> Endpoint:
-    """The endpoint of a comparison of `task_kind` runs: `requested`, or the task's headline metric."""
+TARGET_FIELD = "comparison field 'target_accuracy'"
+
+
+def comparison_endpoint(
+    task_kind: str,
+    requested: str | None,
+    target_accuracy: float | None = None,
+    target_source: str = TARGET_FIELD,
+) -> Endpoint:
+    """The endpoint of a comparison of `task_kind` runs: `requested`, or the task's headline metric.
+
+    `target_source` names where a target accuracy came from (the comparison config or `report --target`) for the
+    error when the task has no accuracy."""
     task = task_for(task_kind)
     metrics = task.comparison_metrics
     if requested is not None and requested not in metrics:
@@ -95,7 +106,6 @@ def comparison_endpoint(task_kind: str, requested: str | None, target_accuracy: 
         )
     if target_accuracy is not None and "accuracy" not in metrics:
         raise ConfigError(
-            f"comparison field 'target_accuracy': {task_kind} runs report no accuracy; remove it "
-            f"(the endpoints are {', '.join(metrics)})"
+            f"{target_source}: {task_kind} runs report no accuracy; remove it (the endpoints are {', '.join(metrics)})"
         )
     return ENDPOINTS[requested or task.headline_metric]

@@ -34,7 +34,7 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 from fedhello.checkpoint import is_complete
-from fedhello.comparison.endpoints import ENDPOINTS, Endpoint, comparison_endpoint
+from fedhello.comparison.endpoints import ENDPOINTS, TARGET_FIELD, Endpoint, comparison_endpoint
 from fedhello.errors import ConfigError
 from fedhello.outputs.budget_accounting import realised_peak_bytes
 from fedhello.outputs.summary import format_table
@@ -53,8 +53,14 @@ class ReportLayout:
     metrics: tuple[str, ...]  # the task's comparison metrics
 
     @classmethod
-    def of(cls, task_kind: str, endpoint: str | None, target_accuracy: float | None = None) -> ReportLayout:
-        chosen = comparison_endpoint(task_kind, endpoint, target_accuracy)
+    def of(
+        cls,
+        task_kind: str,
+        endpoint: str | None,
+        target_accuracy: float | None = None,
+        target_source: str = TARGET_FIELD,
+    ) -> ReportLayout:
+        chosen = comparison_endpoint(task_kind, endpoint, target_accuracy, target_source)
         return cls(chosen, task_for(task_kind).comparison_metrics)
 
     @property
@@ -540,15 +546,19 @@ def write_report(grid_dir: Path, target_accuracy: float | None = None) -> str:
     saved = (
         yaml.safe_load((grid_dir / "comparison.yaml").read_text()) if (grid_dir / "comparison.yaml").exists() else {}
     )
+    target_source = "report --target"
     if target_accuracy is None:
         target_accuracy = saved.get("target_accuracy")
+        target_source = TARGET_FIELD
     method_order = [m if isinstance(m, str) else m["name"] for m in saved.get("methods", [])]
     run_dirs = completed_runs(grid_dir)
     if not run_dirs:
         raise FileNotFoundError(
             f"{grid_dir} holds no completed comparison runs (runs/*/cell.json, marked complete in status.json)"
         )
-    layout = ReportLayout.of(RunDirectory(run_dirs[0]).config().model.task, saved.get("endpoint"), target_accuracy)
+    layout = ReportLayout.of(
+        RunDirectory(run_dirs[0]).config().model.task, saved.get("endpoint"), target_accuracy, target_source
+    )
     endpoint = layout.endpoint
     runs = collect_runs(run_dirs, target_accuracy, layout, method_order)
     rows = summarise(runs, layout)
