@@ -15,14 +15,13 @@ with t(0.975, n-1) * s / sqrt(n) <= h). Contrasts whose methods the grid lacks a
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 from scipy import stats
 
 from benchlib import machine_description
-from fedhello.comparison.grid import is_complete
+from fedhello.comparison.grid import Cell, is_complete
 from fedhello.comparison.report import paired_t_interval
 from fedhello.outputs.summary import format_table
 from fedhello.run_directory import RunDirectory
@@ -52,9 +51,9 @@ def final_losses(grid: Path) -> dict[str, dict[int, float]]:
     for run in sorted((grid / "runs").iterdir()):
         if not is_complete(run):
             continue
-        cell = json.loads((run / "cell.json").read_text())
+        cell = Cell.read(run)
         final = [r.eval for r in RunDirectory(run).rounds() if r.eval is not None][-1]
-        losses.setdefault(cell["method"], {})[cell["seed"]] = float(final.loss)
+        losses.setdefault(cell.method, {})[cell.seed] = float(final.loss)
     return losses
 
 

@@ -53,10 +53,10 @@ def test_comparison_grid_table_resume_and_report(tmp_path, monkeypatch):
     # The table's mean and std come from the runs' own metric files.
     final = {}
     for run_dir in run_dirs:
-        cell = json.loads((run_dir / "cell.json").read_text())
+        cell = Cell.read(run_dir)
         evaluated = [r for r in read_jsonl(run_dir / "metrics.jsonl") if "eval" in r]
         assert evaluated[-1]["round"] == 1 and evaluated[-1]["eval"]["num_samples"] == 100
-        final.setdefault(cell["method"], []).append(evaluated[-1]["eval"]["accuracy"])
+        final.setdefault(cell.method, []).append(evaluated[-1]["eval"]["accuracy"])
     rows = {row["method"]: row for row in read_csv(grid_dir / "comparison.csv")}
     assert list(rows) == ["full", "hetlora"]
     for method, accuracies in final.items():
@@ -118,6 +118,19 @@ def test_comparison_grid_table_resume_and_report(tmp_path, monkeypatch):
     shutil.copytree(grid_dir / "runs", copy / "runs")
     shutil.copy(grid_dir / "comparison.yaml", copy / "comparison.yaml")
     assert write_report(copy) == table
+
+
+def test_cell_record_reads_back_typed_and_a_foreign_one_is_refused(tmp_path):
+    cell = Cell("fedra", "base", "6:3:1", 2)
+    (tmp_path / "cell.json").write_text(json.dumps(cell.as_dict()))
+    assert Cell.read(tmp_path) == cell
+
+    (tmp_path / "cell.json").write_text('{"method": "fedra", "partition": "base", "ratio": null}')
+    with pytest.raises(ConfigError, match=r"cell\.json: field 'seed': .*not a fedhello comparison cell record$"):
+        Cell.read(tmp_path)
+    (tmp_path / "cell.json").write_text("method: fedra")
+    with pytest.raises(ConfigError, match=r"cell\.json: Invalid JSON.*not a fedhello comparison"):
+        Cell.read(tmp_path)
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from fedhello.allocation.registry import strategy_from_config
 from fedhello.comparison.endpoints import ENDPOINTS, comparison_endpoint
@@ -120,6 +120,20 @@ class Cell:
 
     def as_dict(self) -> dict[str, Any]:
         return {"method": self.method, "partition": self.partition, "ratio": self.ratio, "seed": self.seed}
+
+    @classmethod
+    def read(cls, run_dir: Path) -> Cell:
+        """The cell a comparison run directory holds, from its `cell.json`, validated."""
+        path = run_dir / "cell.json"
+        try:
+            return TypeAdapter(cls).validate_json(path.read_bytes())
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            location = ".".join(str(part) for part in error["loc"])
+            field = f" field '{location}':" if location else ""
+            raise ConfigError(
+                f"{path}:{field} {pydantic_message(error)}; not a fedhello comparison cell record"
+            ) from None
 
 
 def load_comparison(preset: str | None, path: Path | None, overrides: list[str]) -> ComparisonConfig:

@@ -21,7 +21,6 @@ the trained tensors; the quantity a memory budget bounds).
 from __future__ import annotations
 
 import csv
-import json
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from scipy import stats
 
 from fedhello.checkpoint import is_complete
 from fedhello.comparison.endpoints import ENDPOINTS, TARGET_FIELD, Endpoint, comparison_endpoint
+from fedhello.comparison.grid import Cell
 from fedhello.errors import ConfigError
 from fedhello.outputs.budget_accounting import realised_peak_bytes
 from fedhello.outputs.summary import format_table
@@ -131,7 +131,7 @@ def _metric_series(run_dir: Path, evaluated: list[tuple[int, EvalResult]], metri
 
 
 def run_metrics(run_dir: Path, target_accuracy: float | None, layout: ReportLayout) -> RunMetrics:
-    cell = json.loads((run_dir / "cell.json").read_text())
+    cell = Cell.read(run_dir)
     records = RunDirectory(run_dir)
     rounds = records.rounds()
     clients = records.clients()
@@ -159,10 +159,10 @@ def run_metrics(run_dir: Path, target_accuracy: float | None, layout: ReportLayo
     group_metric = group_accuracies(classes, final_eval) if layout.has_target else group_losses(classes, final_eval)
     num_groups = max([len(classes)] + [c.group + 1 for c in clients])
     return RunMetrics(
-        method=cell["method"],
-        partition=cell["partition"],
-        ratio=cell["ratio"],
-        seed=cell["seed"],
+        method=cell.method,
+        partition=cell.partition,
+        ratio=cell.ratio,
+        seed=cell.seed,
         scores=scores,
         rounds_to_target=reached[0] if reached else None,
         total_bytes=int(cumulative[-1]),
