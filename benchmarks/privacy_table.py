@@ -13,7 +13,6 @@ ratio. Cells that have not finished count in the seeds column only; those not st
 from __future__ import annotations
 
 import argparse
-import json
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from benchlib import machine_description
+from fedhello.comparison import grid
 from fedhello.comparison.report import paired_t_interval
 from fedhello.outputs.summary import format_table
 from fedhello.run_directory import RunDirectory
@@ -49,7 +49,7 @@ def read_cell(run: Path) -> Cell:
     return Cell(
         strategy=config.allocation.strategy,
         target_epsilon=config.privacy.target_epsilon if config.privacy.enabled else None,
-        seed=json.loads((run / "cell.json").read_text())["seed"],
+        seed=grid.Cell.read(run).seed,
         accuracy=final.accuracy if final is not None and final.split == "test" else None,
         epsilon=private[-1].epsilon if private else None,
         coverage=np.mean([r.layer_counts for r in rounds], axis=0) if rounds else np.zeros(0),
