@@ -6,7 +6,6 @@ comparison-config validation.
 from __future__ import annotations
 
 import csv
-import json
 import shutil
 
 import numpy as np
@@ -122,7 +121,7 @@ def test_comparison_grid_table_resume_and_report(tmp_path, monkeypatch):
 
 def test_cell_record_reads_back_typed_and_a_foreign_one_is_refused(tmp_path):
     cell = Cell("fedra", "base", "6:3:1", 2)
-    (tmp_path / "cell.json").write_text(json.dumps(cell.as_dict()))
+    cell.write(tmp_path)
     assert Cell.read(tmp_path) == cell
 
     (tmp_path / "cell.json").write_text('{"method": "fedra", "partition": "base", "ratio": null}')

@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from fedhello.errors import ConfigError, pydantic_message
+from fedhello.errors import ConfigError, pydantic_location, pydantic_message
 from fedhello.resources.memory_units import parse_memory
 
 Weighting = Literal["samples", "uniform"]  # how clients' updates are weighted in aggregation
@@ -596,7 +596,7 @@ def did_you_mean(given: str, valid) -> str:
 
 def _describe_error(exc: ValidationError) -> str:
     error = exc.errors()[0]
-    location = ".".join(str(part) for part in error["loc"])
+    location = pydantic_location(error)
     if error["type"] == "extra_forbidden":
         parent = location.rsplit(".", 1)[0] if "." in location else ""
         section: type[BaseModel] = ExperimentConfig

@@ -24,6 +24,11 @@ class RunInterrupted(Exception):
     """Ctrl-C stopped a run cleanly; the message says how to resume it."""
 
 
+def pydantic_location(error: ErrorDetails) -> str:
+    """A pydantic error's field path, dotted ('groups.budgets.0'); '' for an error of the whole value."""
+    return ".".join(str(part) for part in error["loc"])
+
+
 def pydantic_message(error: ErrorDetails) -> str:
     """A pydantic error's message without the 'Value error, ' prefix custom validators get."""
     return error["msg"].removeprefix("Value error, ")

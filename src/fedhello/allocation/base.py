@@ -19,7 +19,7 @@ from pydantic import ConfigDict, ValidationError
 
 from fedhello.aggregation import ClientUpdate, aggregate
 from fedhello.config import NoBooleanNumbers, Weighting
-from fedhello.errors import ConfigError, pydantic_message
+from fedhello.errors import ConfigError, pydantic_location, pydantic_message
 from fedhello.models.layers import LayerMap
 from fedhello.records import CoverageRecord, FisherRecord
 from fedhello.resources.cost_model import CostModel
@@ -181,7 +181,7 @@ class AllocationStrategy(ABC):
             # Union members add their type name to the location ('fim_start.int'); keep field names and indices.
             location = ".".join(
                 str(part) for part in error["loc"] if isinstance(part, int) or part in cls.Params.model_fields
-            ) or ".".join(str(part) for part in error["loc"])
+            ) or pydantic_location(error)
             if error["type"] == "extra_forbidden":
                 allowed = ", ".join(cls.Params.model_fields) or "none"
                 raise ConfigError(

@@ -18,7 +18,7 @@ import json
 import multiprocessing
 import shutil
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ from fedhello.config import (
     parse_yaml,
     read_preset,
 )
-from fedhello.errors import ConfigError, pydantic_message
+from fedhello.errors import ConfigError, pydantic_location, pydantic_message
 from fedhello.output_paths import check_creatable
 from fedhello.run_lock import LOCK_FILE, run_lock
 
@@ -106,6 +106,9 @@ class ComparisonConfig(NoBooleanNumbers):
         return self
 
 
+CELL_FILE = "cell.json"
+
+
 @dataclass(frozen=True)
 class Cell:
     method: str
@@ -118,22 +121,25 @@ class Cell:
         ratio = f"__roc{self.ratio.replace(':', '-')}" if self.ratio else ""
         return f"{self.method}__{self.partition}{ratio}__seed{self.seed}"
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "partition": self.partition, "ratio": self.ratio, "seed": self.seed}
+    def write(self, run_dir: Path) -> None:
+        (run_dir / CELL_FILE).write_text(json.dumps(asdict(self)))
 
     @classmethod
     def read(cls, run_dir: Path) -> Cell:
         """The cell a comparison run directory holds, from its `cell.json`, validated."""
-        path = run_dir / "cell.json"
+        path = run_dir / CELL_FILE
         try:
-            return TypeAdapter(cls).validate_json(path.read_bytes())
+            return _CELL_RECORD.validate_json(path.read_bytes())
         except ValidationError as exc:
             error = exc.errors()[0]
-            location = ".".join(str(part) for part in error["loc"])
+            location = pydantic_location(error)
             field = f" field '{location}':" if location else ""
             raise ConfigError(
                 f"{path}:{field} {pydantic_message(error)}; not a fedhello comparison cell record"
             ) from None
+
+
+_CELL_RECORD = TypeAdapter(Cell)
 
 
 def load_comparison(preset: str | None, path: Path | None, overrides: list[str]) -> ComparisonConfig:
@@ -159,8 +165,7 @@ def load_comparison(preset: str | None, path: Path | None, overrides: list[str])
         return ComparisonConfig.model_validate(data)
     except ValidationError as exc:
         error = exc.errors()[0]
-        location = ".".join(str(part) for part in error["loc"])
-        raise ConfigError(f"comparison field '{location}': {pydantic_message(error)}") from None
+        raise ConfigError(f"comparison field '{pydantic_location(error)}': {pydantic_message(error)}") from None
 
 
 def cells(comparison: ComparisonConfig) -> list[Cell]:
@@ -217,7 +222,7 @@ def check_comparison_dir(out_dir: Path) -> None:
 def is_complete(run_dir: Path) -> bool:
     from fedhello.checkpoint import is_complete as run_is_complete
 
-    return (run_dir / "cell.json").exists() and run_is_complete(run_dir)
+    return (run_dir / CELL_FILE).exists() and run_is_complete(run_dir)
 
 
 def check_stored_config(run_dir: Path, config: ExperimentConfig, cell: Cell) -> None:
@@ -303,7 +308,7 @@ def _run_cells(grid: list[Cell], configs: list[ExperimentConfig], out_dir: Path,
                 print(f"{label}: no checkpoint, restarting the cell", flush=True)
                 shutil.rmtree(run_dir)
             run_dir.mkdir(parents=True)
-            (run_dir / "cell.json").write_text(json.dumps(cell.as_dict()))
+            cell.write(run_dir)
         if workers == 1:
             print(f"{label}{': resuming' if resume else ''}", flush=True)
             _run_cell(config, run_dir, resume)

@@ -32,9 +32,8 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from scipy import stats
 
-from fedhello.checkpoint import is_complete
 from fedhello.comparison.endpoints import ENDPOINTS, TARGET_FIELD, Endpoint, comparison_endpoint
-from fedhello.comparison.grid import Cell
+from fedhello.comparison.grid import Cell, is_complete
 from fedhello.errors import ConfigError
 from fedhello.outputs.budget_accounting import realised_peak_bytes
 from fedhello.outputs.summary import format_table
@@ -365,11 +364,7 @@ def group_table(runs: list[RunMetrics], endpoint: Endpoint = ENDPOINTS["accuracy
 
 
 def completed_runs(grid_dir: Path) -> list[Path]:
-    return [
-        run_dir
-        for run_dir in sorted((grid_dir / "runs").glob("*"))
-        if (run_dir / "cell.json").exists() and is_complete(run_dir)
-    ]
+    return [run_dir for run_dir in sorted((grid_dir / "runs").glob("*")) if is_complete(run_dir)]
 
 
 def collect_runs(
